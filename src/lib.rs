@@ -1,1 +1,9 @@
+//! qgguf: convert Hugging Face checkpoints to llama.cpp's GGUF, run GGUF models fast on CPU and
+//! NVIDIA GPUs, and benchmark every format against fp16.
+//!
+//! The block formats live in the `quant_types` crate; this crate holds file formats, model code,
+//! backends and the command-line tools.
 
+pub mod gguf;
+
+pub use quant_types;

@@ -176,7 +176,8 @@ impl GgmlType {
     /// Bytes of one row of `n` elements, if `n` is a whole number of blocks.
     pub fn row_bytes(self, n: usize) -> Option<usize> {
         let info = self.info();
-        n.is_multiple_of(info.block_elems).then(|| n / info.block_elems * info.block_bytes)
+        n.is_multiple_of(info.block_elems)
+            .then(|| n / info.block_elems * info.block_bytes)
     }
 
     /// Bits stored per weight.
