@@ -4,6 +4,9 @@
 //! The block formats live in the `quant_types` crate; this crate holds file formats, model code,
 //! backends and the command-line tools.
 
+pub mod atomic_file;
+pub mod convert;
 pub mod gguf;
+pub mod tokenizer;
 
 pub use quant_types;

@@ -10,6 +10,7 @@
 //! unless told otherwise, and decodes strings lossily. A model file comes from strangers, so every
 //! number in it is checked here first (`tests/gguf_malformed.rs`).
 
+pub mod manifest;
 mod parse;
 pub mod value;
 mod write;

@@ -172,29 +172,12 @@ impl GgufWriter {
         path: &Path,
         mut fill: impl FnMut(usize, &TensorPlan, &mut dyn Write) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let file_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "out.gguf".into());
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{file_name}."))
-            .suffix(".partial")
-            .tempfile_in(dir)
-            .map_err(|e| {
-                anyhow::anyhow!("{}: cannot create a temporary file: {e}", dir.display())
-            })?;
+        let tmp = crate::atomic_file::temp_beside(path)?;
         let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
         self.write_to(&mut w, &mut fill)?;
         w.flush()?;
         drop(w);
-        tmp.as_file().sync_all()?;
-        tmp.persist(path).map_err(|e| {
-            anyhow::anyhow!("{}: cannot rename into place: {}", path.display(), e.error)
-        })?;
+        crate::atomic_file::persist(tmp, path)?;
         Ok(())
     }
 

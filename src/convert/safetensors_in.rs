@@ -1,0 +1,217 @@
+//! Reading a Hugging Face checkpoint's weights: one `model.safetensors`, or shards listed by
+//! `model.safetensors.index.json`. Files are memory-mapped; the `safetensors` crate validates
+//! each header (size cap of 100 MB, contiguous non-overlapping ranges that exactly fill the file,
+//! overflow-checked shapes) before any tensor is touched.
+
+use anyhow::{bail, Context, Result};
+use half::{bf16, f16};
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensors};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// Element types qgguf reads from checkpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceDtype {
+    F32,
+    F16,
+    BF16,
+}
+
+impl SourceDtype {
+    pub fn size(self) -> usize {
+        match self {
+            SourceDtype::F32 => 4,
+            SourceDtype::F16 | SourceDtype::BF16 => 2,
+        }
+    }
+}
+
+/// One tensor of the checkpoint: where its bytes are and what they hold.
+#[derive(Clone, Debug)]
+pub struct SourceTensor {
+    pub name: String,
+    /// PyTorch order: outermost first (`[out_features, in_features]`).
+    pub shape: Vec<usize>,
+    pub dtype: SourceDtype,
+    shard: usize,
+    /// Byte range inside the shard's map.
+    start: usize,
+    end: usize,
+}
+
+impl SourceTensor {
+    pub fn n_elements(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// All shards of a checkpoint, mapped.
+pub struct Checkpoint {
+    shards: Vec<(PathBuf, Mmap)>,
+    tensors: BTreeMap<String, SourceTensor>,
+}
+
+impl Checkpoint {
+    /// Opens `dir/model.safetensors`, or the shards named by `dir/model.safetensors.index.json`.
+    pub fn open(dir: &Path) -> Result<Checkpoint> {
+        let single = dir.join("model.safetensors");
+        let index = dir.join("model.safetensors.index.json");
+        let files: Vec<PathBuf> = if single.exists() {
+            vec![single]
+        } else if index.exists() {
+            shard_files(&index)?
+        } else {
+            bail!(
+                "{}: no model.safetensors or model.safetensors.index.json (only safetensors checkpoints are read)",
+                dir.display()
+            );
+        };
+        let mut ck = Checkpoint {
+            shards: Vec::new(),
+            tensors: BTreeMap::new(),
+        };
+        for path in files {
+            ck.add_shard(path)?;
+        }
+        Ok(ck)
+    }
+
+    fn add_shard(&mut self, path: PathBuf) -> Result<()> {
+        let file = File::open(&path).with_context(|| format!("{}", path.display()))?;
+        // SAFETY: read-only map of a file we do not modify; see GgufFile::open.
+        let map = unsafe { Mmap::map(&file) }.with_context(|| format!("{}", path.display()))?;
+        let shard = self.shards.len();
+        let base = map.as_ptr() as usize;
+        {
+            let st = SafeTensors::deserialize(&map).map_err(|e| {
+                anyhow::anyhow!("{}: invalid safetensors file: {e}", path.display())
+            })?;
+            for (name, view) in st.tensors() {
+                let dtype = match view.dtype() {
+                    Dtype::F32 => SourceDtype::F32,
+                    Dtype::F16 => SourceDtype::F16,
+                    Dtype::BF16 => SourceDtype::BF16,
+                    other => {
+                        // Integer buffers (e.g. position_ids) are never weights; skip them.
+                        if matches!(other, Dtype::I64 | Dtype::I32 | Dtype::U8 | Dtype::BOOL) {
+                            continue;
+                        }
+                        bail!(
+                            "{}: tensor '{name}' has dtype {other:?}; only F32, F16 and BF16 weights are read",
+                            path.display()
+                        )
+                    }
+                };
+                let data = view.data();
+                let start = data.as_ptr() as usize - base;
+                if self.tensors.contains_key(&name) {
+                    bail!("{}: tensor '{name}' appears in two shards", path.display());
+                }
+                self.tensors.insert(
+                    name.clone(),
+                    SourceTensor {
+                        name,
+                        shape: view.shape().to_vec(),
+                        dtype,
+                        shard,
+                        start,
+                        end: start + data.len(),
+                    },
+                );
+            }
+        }
+        self.shards.push((path, map));
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&SourceTensor> {
+        self.tensors.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    pub fn tensors(&self) -> impl Iterator<Item = &SourceTensor> {
+        self.tensors.values()
+    }
+
+    /// Tensors shard by shard (shards in file-name order), each shard's by name: the order
+    /// llama.cpp's converter writes them in.
+    pub fn in_file_order(&self) -> Vec<&SourceTensor> {
+        let mut v: Vec<&SourceTensor> = self.tensors.values().collect();
+        v.sort_by(|a, b| (a.shard, a.name.as_bytes()).cmp(&(b.shard, b.name.as_bytes())));
+        v
+    }
+
+    pub fn raw(&self, t: &SourceTensor) -> &[u8] {
+        &self.shards[t.shard].1[t.start..t.end]
+    }
+
+    /// Elements `[first, first + out.len())` of a tensor (flattened, row-major) as f32.
+    pub fn read_f32(&self, t: &SourceTensor, first: usize, out: &mut [f32]) {
+        let raw = self.raw(t);
+        let size = t.dtype.size();
+        let bytes = &raw[first * size..(first + out.len()) * size];
+        convert_to_f32(t.dtype, bytes, out);
+    }
+}
+
+/// Converts little-endian F32/F16/BF16 bytes to f32 (exactly: both halves widen losslessly).
+pub fn convert_to_f32(dtype: SourceDtype, bytes: &[u8], out: &mut [f32]) {
+    match dtype {
+        SourceDtype::F32 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        SourceDtype::F16 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = f16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }
+        SourceDtype::BF16 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = bf16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }
+    }
+}
+
+fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
+    let text = std::fs::read_to_string(index).with_context(|| format!("{}", index.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not valid JSON", index.display()))?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .with_context(|| format!("{}: no \"weight_map\" object", index.display()))?;
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut files: Vec<PathBuf> = Vec::new();
+    for (tensor, file) in map {
+        let file = file.as_str().with_context(|| {
+            format!(
+                "{}: weight_map[\"{tensor}\"] is not a file name",
+                index.display()
+            )
+        })?;
+        if file.contains('/') || file.contains('\\') || file.starts_with('.') {
+            bail!(
+                "{}: shard name '{file}' must be a plain file name",
+                index.display()
+            );
+        }
+        let path = dir.join(file);
+        if !files.contains(&path) {
+            files.push(path);
+        }
+    }
+    if files.is_empty() {
+        bail!("{}: weight_map is empty", index.display());
+    }
+    // Shards are read in file-name order, as llama.cpp's converter does (it fixes tensor order).
+    files.sort();
+    Ok(files)
+}
