@@ -7,6 +7,7 @@
 pub mod atomic_file;
 pub mod convert;
 pub mod gguf;
+pub mod mapped;
 pub mod tokenizer;
 
 pub use quant_types;

@@ -115,6 +115,12 @@ fn hf_name(arch: &str, gguf: &str, classifier: bool) -> Result<String> {
     Ok(format!("{name}.{suffix}"))
 }
 
+/// An f32 as the shortest decimal that reads back as the same f32 (1e-6, not
+/// 9.999999974752427e-7), as config.json files write it.
+fn short(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(x as f64)
+}
+
 fn meta_u64(f: &GgufFile, key: &str) -> Option<u64> {
     match f.get(key)? {
         Value::Array(a) => a.to_i64_vec()?.first().map(|&v| v as u64),
@@ -167,16 +173,16 @@ fn config_json(f: &GgufFile, arch: &str, classifier: bool, dtype: ExportDtype) -
             );
             c.insert(
                 "rms_norm_eps".into(),
-                json!(f.get_f32(&k("attention.layer_norm_rms_epsilon"))? as f64),
+                json!(short(f.get_f32(&k("attention.layer_norm_rms_epsilon"))?)),
             );
             c.insert(
                 "rope_theta".into(),
-                json!(f.get_f32(&k("rope.freq_base")).unwrap_or(10000.0) as f64),
+                json!(short(f.get_f32(&k("rope.freq_base")).unwrap_or(10000.0))),
             );
             if f.get_str(&k("rope.scaling.type")).ok() == Some("yarn") {
                 c.insert("rope_scaling".into(), json!({
                     "type": "yarn",
-                    "factor": f.get_f32(&k("rope.scaling.factor"))? as f64,
+                    "factor": short(f.get_f32(&k("rope.scaling.factor"))?),
                     "original_max_position_embeddings": f.get_u64(&k("rope.scaling.original_context_length"))?,
                 }));
             }
@@ -211,7 +217,7 @@ fn config_json(f: &GgufFile, arch: &str, classifier: bool, dtype: ExportDtype) -
             );
             c.insert(
                 "layer_norm_eps".into(),
-                json!(f.get_f32(&k("attention.layer_norm_epsilon"))? as f64),
+                json!(short(f.get_f32(&k("attention.layer_norm_epsilon"))?)),
             );
             let types = f.tensor("token_types.weight").map_or(2, |t| t.dims[1]);
             c.insert("type_vocab_size".into(), json!(types));
@@ -242,19 +248,19 @@ fn config_json(f: &GgufFile, arch: &str, classifier: bool, dtype: ExportDtype) -
             let eps = f
                 .get_f32(&k("attention.layer_norm_epsilon"))
                 .or_else(|_| f.get_f32(&k("attention.layer_norm_rms_epsilon")))?;
-            c.insert("norm_eps".into(), json!(eps as f64));
-            c.insert("layer_norm_eps".into(), json!(eps as f64));
+            c.insert("norm_eps".into(), json!(short(eps)));
+            c.insert("layer_norm_eps".into(), json!(short(eps)));
             c.insert(
                 "norm_bias".into(),
                 json!(f.tensor("token_embd_norm.bias").is_some()),
             );
             c.insert(
                 "global_rope_theta".into(),
-                json!(f.get_f32(&k("rope.freq_base")).unwrap_or(160000.0) as f64),
+                json!(short(f.get_f32(&k("rope.freq_base")).unwrap_or(160000.0))),
             );
             c.insert(
                 "local_rope_theta".into(),
-                json!(f.get_f32(&k("rope.freq_base_swa")).unwrap_or(10000.0) as f64),
+                json!(short(f.get_f32(&k("rope.freq_base_swa")).unwrap_or(10000.0))),
             );
             c.insert(
                 "local_attention".into(),
@@ -331,7 +337,7 @@ fn generation_config(f: &GgufFile) -> Option<Json> {
     ] {
         match f.get(&format!("general.sampling.{k}")) {
             Some(Value::F32(v)) => {
-                g.insert(hf.into(), json!(*v as f64));
+                g.insert(hf.into(), json!(short(*v)));
             }
             Some(v) => {
                 if let Some(i) = v.as_i64() {
@@ -428,6 +434,7 @@ fn write_safetensors(
             sink(v)?;
             r += n;
         }
+        f.release(info);
         Ok(())
     })
 }

@@ -1,6 +1,7 @@
 //! The `general.*` keys llama.cpp's converter derives for a model: sampling defaults from
-//! `generation_config.json`, and name, basename, finetune, version and size label parsed from
-//! `_name_or_path` and the folder name (model cards in README.md are not read by qconvert).
+//! `generation_config.json`; name, author, version, license, base models, datasets, tags and
+//! languages from the model card (README.md front matter); and name components parsed from the
+//! card, `_name_or_path` and the folder name, in that order of precedence.
 
 use crate::gguf::Value;
 use regex::Regex;
@@ -261,21 +262,176 @@ pub fn size_label(total_params: u64) -> String {
     format!("{x:.fix$}{suffix}")
 }
 
+/// The model card: the YAML front matter of README.md, as JSON (empty when absent or invalid).
+fn model_card(dir: &Path) -> serde_json::Map<String, Json> {
+    let Ok(text) = std::fs::read_to_string(dir.join("README.md")) else {
+        return Default::default();
+    };
+    let mut lines = text.lines();
+    if lines.next() != Some("---") {
+        return Default::default();
+    }
+    let mut yaml = String::new();
+    for l in lines {
+        if l == "---" {
+            break;
+        }
+        yaml.push_str(l);
+        yaml.push('\n');
+    }
+    // llama.cpp's converter quotes a bare `no` list item (YAML 1.1 reads it as false) and turns
+    // tabs into spaces before parsing; same here.
+    let yaml = yaml.replace("- no\n", "- \"no\"\n").replace('\t', "  ");
+    match serde_yaml_ng::from_str::<Json>(&yaml) {
+        Ok(Json::Object(m)) => m,
+        _ => Default::default(),
+    }
+}
+
+#[derive(Default)]
+struct Fields {
+    name: Option<String>,
+    author: Option<String>,
+    version: Option<String>,
+    organization: Option<String>,
+    description: Option<String>,
+    finetune: Option<String>,
+    basename: Option<String>,
+    size_label: Option<String>,
+    source_url: Option<String>,
+    source_doi: Option<String>,
+    source_uuid: Option<String>,
+    source_repo_url: Option<String>,
+    license: Option<String>,
+    license_name: Option<String>,
+    license_link: Option<String>,
+    base_models: Option<Vec<Vec<(String, String)>>>,
+    datasets: Option<Vec<Vec<(String, String)>>>,
+    tags: Option<Vec<String>>,
+    languages: Option<Vec<String>>,
+}
+
+fn card_str(v: &Json) -> Option<String> {
+    match v {
+        Json::String(s) => Some(s.clone()),
+        Json::Number(n) => Some(n.to_string()),
+        Json::Bool(b) => Some(if *b { "True" } else { "False" }.to_string()),
+        _ => None,
+    }
+}
+
+/// Base models and datasets: Hugging Face ids, URLs, or dictionaries.
+fn card_refs(value: Option<&Json>, total_params: i64) -> Vec<Vec<(String, String)>> {
+    let items: Vec<&Json> = match value {
+        Some(Json::Array(a)) => a.iter().collect(),
+        Some(v @ Json::String(_)) => vec![v],
+        _ => Vec::new(),
+    };
+    static HF_URL: OnceLock<Regex> = OnceLock::new();
+    let hf_url = re(r"^https?://huggingface.co/([^/]+/[^/]+)$", &HF_URL);
+    let mut out = Vec::new();
+    for item in items {
+        let mut e: Vec<(String, String)> = Vec::new();
+        let push_components = |id: &str, e: &mut Vec<(String, String)>, with_url: bool| {
+            let c = model_id_components(id, total_params);
+            if let Some(n) = &c.name {
+                e.push(("name".into(), id_to_title(n)));
+            }
+            if let Some(o) = &c.organization {
+                e.push(("organization".into(), id_to_title(o)));
+            }
+            if let Some(v) = &c.version {
+                e.push(("version".into(), v.clone()));
+            }
+            if with_url {
+                if let (Some(o), Some(n)) = (&c.organization, &c.name) {
+                    e.push(("repo_url".into(), format!("https://huggingface.co/{o}/{n}")));
+                }
+            }
+        };
+        match item {
+            Json::String(id) if id.starts_with("http://") || id.starts_with("https://") || id.starts_with("ssh://") => {
+                e.push(("repo_url".into(), id.clone()));
+                if id.contains("huggingface.co") {
+                    if let Some(m) = hf_url.captures(id) {
+                        push_components(&m[1], &mut e, false);
+                    }
+                }
+            }
+            Json::String(id) => push_components(id, &mut e, true),
+            Json::Object(o) => {
+                for (k, v) in o {
+                    if let Some(s) = card_str(v) {
+                        e.push((k.clone(), s));
+                    }
+                }
+            }
+            _ => continue,
+        }
+        out.push(e);
+    }
+    out
+}
+
+fn fill_from_card(m: &mut Fields, card: &serde_json::Map<String, Json>, total_params: i64) {
+    let get = |k: &str| card.get(k).and_then(card_str);
+    let set = |slot: &mut Option<String>, key: &str| {
+        if slot.is_none() && card.contains_key(key) {
+            *slot = get(key);
+        }
+    };
+    for prefix in ["", "model_"] {
+        set(&mut m.name, &format!("{prefix}name"));
+        set(&mut m.author, &format!("{prefix}author"));
+        set(&mut m.version, &format!("{prefix}version"));
+        set(&mut m.organization, &format!("{prefix}organization"));
+        set(&mut m.description, &format!("{prefix}description"));
+        set(&mut m.finetune, &format!("{prefix}finetune"));
+        set(&mut m.basename, &format!("{prefix}basename"));
+        set(&mut m.size_label, &format!("{prefix}size_label"));
+        set(&mut m.source_url, &format!("{prefix}url"));
+        set(&mut m.source_doi, &format!("{prefix}doi"));
+        set(&mut m.source_uuid, &format!("{prefix}uuid"));
+        set(&mut m.source_repo_url, &format!("{prefix}repo_url"));
+    }
+    set(&mut m.name, "model_name");
+    set(&mut m.author, "model_creator");
+    set(&mut m.basename, "model_type");
+    if let Some(v) = ["base_model", "base_models", "base_model_sources"].iter().find(|k| card.contains_key(**k)) {
+        m.base_models.get_or_insert_with(Vec::new).extend(card_refs(card.get(*v), total_params));
+    }
+    if let Some(v) = ["datasets", "dataset", "dataset_sources"].iter().find(|k| card.contains_key(**k)) {
+        m.datasets.get_or_insert_with(Vec::new).extend(card_refs(card.get(*v), total_params));
+    }
+    if m.license.is_none() {
+        m.license = match card.get("license") {
+            Some(Json::Array(a)) => Some(a.iter().filter_map(card_str).collect::<Vec<_>>().join(",")),
+            Some(v) => card_str(v),
+            None => None,
+        };
+    }
+    set(&mut m.license_name, "license_name");
+    set(&mut m.license_link, "license_link");
+    let append = |slot: &mut Option<Vec<String>>, key: &str| match card.get(key) {
+        Some(Json::Array(a)) => slot.get_or_insert_with(Vec::new).extend(a.iter().filter_map(card_str)),
+        Some(Json::String(s)) => slot.get_or_insert_with(Vec::new).push(s.clone()),
+        _ => {}
+    };
+    append(&mut m.tags, "tags");
+    append(&mut m.tags, "pipeline_tag");
+    append(&mut m.languages, "languages");
+    append(&mut m.languages, "language");
+}
+
 /// The `general.*` keys, in the order llama.cpp's converter writes them.
-pub fn general_keys(
-    dir: &Path,
-    config_raw: &serde_json::Map<String, Json>,
-    total_params: u64,
-) -> Vec<(String, Value)> {
+pub fn general_keys(dir: &Path, config_raw: &serde_json::Map<String, Json>, total_params: u64) -> Vec<(String, Value)> {
     let mut out: Vec<(String, Value)> = vec![("general.type".into(), Value::from("model"))];
     out.extend(sampling_keys(dir));
-    let mut m = IdComponents::default();
-    let mut fill = |c: IdComponents| {
+    let mut m = Fields::default();
+    fill_from_card(&mut m, &model_card(dir), total_params as i64);
+    let fill = |m: &mut Fields, c: IdComponents| {
         m.name = m.name.take().or(c.name.map(|n| id_to_title(&n)));
-        m.organization = m
-            .organization
-            .take()
-            .or(c.organization.map(|o| id_to_title(&o)));
+        m.organization = m.organization.take().or(c.organization.map(|o| id_to_title(&o)));
         m.basename = m.basename.take().or(c.basename);
         m.finetune = m.finetune.take().or(c.finetune);
         m.version = m.version.take().or(c.version);
@@ -283,7 +439,7 @@ pub fn general_keys(
     };
     if let Some(id) = config_raw.get("_name_or_path").and_then(Json::as_str) {
         if id.matches('/').count() <= 1 {
-            fill(model_id_components(id, total_params as i64));
+            fill(&mut m, model_id_components(id, total_params as i64));
         }
     }
     let dir_name = dir
@@ -292,9 +448,9 @@ pub fn general_keys(
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_default();
     if !dir_name.is_empty() {
-        fill(model_id_components(&dir_name, total_params as i64));
+        fill(&mut m, model_id_components(&dir_name, total_params as i64));
     }
-    let name = m.name.unwrap_or(dir_name);
+    let name = m.name.take().unwrap_or(dir_name);
     if m.size_label.is_none() && total_params > 0 {
         m.size_label = Some(size_label(total_params));
     }
@@ -304,11 +460,38 @@ pub fn general_keys(
         }
     };
     put("name", Some(name));
+    put("author", m.author);
     put("version", m.version);
     put("organization", m.organization);
     put("finetune", m.finetune);
     put("basename", m.basename);
+    put("description", m.description);
     put("size_label", m.size_label);
+    put("license", m.license);
+    put("license.name", m.license_name);
+    put("license.link", m.license_link);
+    put("source.url", m.source_url);
+    put("source.doi", m.source_doi);
+    put("source.uuid", m.source_uuid);
+    put("source.repo_url", m.source_repo_url);
+    for (group, list) in [("base_model", m.base_models), ("dataset", m.datasets)] {
+        let Some(list) = list else { continue };
+        out.push((format!("general.{group}.count"), Value::U32(list.len() as u32)));
+        for (i, entry) in list.iter().enumerate() {
+            for field in ["name", "author", "version", "organization", "description", "url", "doi", "uuid", "repo_url"] {
+                if let Some((_, v)) = entry.iter().find(|(k, _)| k == field) {
+                    if !v.is_empty() {
+                        out.push((format!("general.{group}.{i}.{field}"), Value::String(v.clone())));
+                    }
+                }
+            }
+        }
+    }
+    for (k, list) in [("tags", m.tags), ("languages", m.languages)] {
+        if let Some(l) = list.filter(|l| !l.is_empty()) {
+            out.push((format!("general.{k}"), Value::Array(crate::gguf::Array::String(l))));
+        }
+    }
     out
 }
 

@@ -61,6 +61,13 @@ fn looks_special(t: &str) -> bool {
 
 /// sha256 of the token ids of [`CHECK_TEXT`], rendered as Python renders a list of ints.
 pub fn check_hash(tokenizer: &tokenizers::Tokenizer) -> Result<String> {
+    // transformers switches off the truncation and padding a tokenizer.json may carry (MiniLM's
+    // pads and truncates to 128) unless a call asks for them; so must we.
+    let mut tokenizer = tokenizer.clone();
+    tokenizer
+        .with_truncation(None)
+        .map_err(|e| anyhow::anyhow!("cannot disable truncation: {e}"))?
+        .with_padding(None);
     let enc = tokenizer
         .encode(CHECK_TEXT, true)
         .map_err(|e| anyhow::anyhow!("tokenizer failed on the check text: {e}"))?;

@@ -76,6 +76,7 @@ pub fn write(plan: &Plan, inputs: &Inputs, out: &Path, opts: WriteOptions) -> Re
         bar.set_message(planned.name.clone());
         if planned.n_elements() as usize > CHUNK_ELEMS {
             stream_large(planned, inputs, sink, opts, &bar)?;
+            inputs.release(planned);
             return Ok(());
         }
         if pending.is_empty() {
@@ -96,6 +97,7 @@ pub fn write(plan: &Plan, inputs: &Inputs, out: &Path, opts: WriteOptions) -> Re
         let bytes = pending.pop_front().expect("batch covers this tensor");
         sink.write_all(&bytes)?;
         bar.inc(bytes.len() as u64);
+        inputs.release(planned);
         Ok(())
     })?;
     bar.finish_and_clear();
@@ -181,12 +183,15 @@ fn stream_large(
     bar: &ProgressBar,
 ) -> Result<()> {
     if let Some(raw) = inputs.raw_if_unchanged(t) {
-        for chunk in raw.chunks(64 << 20) {
+        let step = 16 << 20;
+        for (i, chunk) in raw.chunks(step).enumerate() {
             sink.write_all(chunk)?;
             bar.inc(chunk.len() as u64);
+            inputs.release_bytes(t, i * step, i * step + chunk.len());
         }
         return Ok(());
     }
+    let src_row = inputs.source_row_bytes(t);
     let row = t.row_len();
     let rows_per_chunk = (CHUNK_ELEMS / row).max(1);
     let row_bytes = t.out_type.row_bytes(row).expect("row fits the type");
@@ -202,6 +207,7 @@ fn stream_large(
         quantize_rows(t, values, out)?;
         sink.write_all(out)?;
         bar.inc(out.len() as u64);
+        inputs.release_bytes(t, row0 * src_row, (row0 + n) * src_row);
         row0 += n;
     }
     Ok(())

@@ -116,6 +116,34 @@ impl Inputs<'_> {
         Ok(())
     }
 
+    /// Hands back the memory of a tensor's source pages once it has been written.
+    pub fn release(&self, t: &PlannedTensor) {
+        match (&t.source, self) {
+            (Source::Checkpoint(st), Inputs::Checkpoint(ck)) => ck.release(st),
+            (Source::Gguf(info), Inputs::Gguf(f)) => f.release(info),
+            _ => {}
+        }
+    }
+
+    /// Hands back the memory of the source bytes `[from, to)` of a tensor (offsets within its
+    /// stored data), for tensors streamed in chunks.
+    pub fn release_bytes(&self, t: &PlannedTensor, from: usize, to: usize) {
+        match (&t.source, self) {
+            (Source::Checkpoint(st), Inputs::Checkpoint(ck)) => ck.release_part(st, from, to),
+            (Source::Gguf(info), Inputs::Gguf(f)) => f.release_part(info, from, to),
+            _ => {}
+        }
+    }
+
+    /// Bytes one row of a tensor takes at its source.
+    pub fn source_row_bytes(&self, t: &PlannedTensor) -> usize {
+        match &t.source {
+            Source::Checkpoint(st) => t.row_len() * st.dtype.size(),
+            Source::Gguf(info) => info.type_info.bytes_for(t.row_len() as u64).unwrap_or(0) as usize,
+            Source::Owned(_) => 0,
+        }
+    }
+
     /// The stored bytes of a tensor when they can be copied as they are: the type written is
     /// the type stored at the source.
     pub fn raw_if_unchanged<'s>(&'s self, t: &PlannedTensor) -> Option<&'s [u8]> {

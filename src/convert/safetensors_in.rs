@@ -5,10 +5,9 @@
 
 use anyhow::{bail, Context, Result};
 use half::{bf16, f16};
-use memmap2::Mmap;
+use crate::mapped::MappedFile;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// Element types qgguf reads from checkpoints.
@@ -49,7 +48,7 @@ impl SourceTensor {
 
 /// All shards of a checkpoint, mapped.
 pub struct Checkpoint {
-    shards: Vec<(PathBuf, Mmap)>,
+    shards: Vec<(PathBuf, MappedFile)>,
     tensors: BTreeMap<String, SourceTensor>,
 }
 
@@ -79,9 +78,8 @@ impl Checkpoint {
     }
 
     fn add_shard(&mut self, path: PathBuf) -> Result<()> {
-        let file = File::open(&path).with_context(|| format!("{}", path.display()))?;
-        // SAFETY: read-only map of a file we do not modify; see GgufFile::open.
-        let map = unsafe { Mmap::map(&file) }.with_context(|| format!("{}", path.display()))?;
+        let map = MappedFile::open(&path).with_context(|| format!("{}", path.display()))?;
+        map.advise_sequential();
         let shard = self.shards.len();
         let base = map.as_ptr() as usize;
         {
@@ -144,6 +142,16 @@ impl Checkpoint {
         let mut v: Vec<&SourceTensor> = self.tensors.values().collect();
         v.sort_by(|a, b| (a.shard, a.name.as_bytes()).cmp(&(b.shard, b.name.as_bytes())));
         v
+    }
+
+    /// Drops a tensor's pages from this process's memory once it has been converted.
+    pub fn release(&self, t: &SourceTensor) {
+        self.shards[t.shard].1.release(t.start..t.end);
+    }
+
+    /// Drops the pages of bytes `[from, to)` of a tensor.
+    pub fn release_part(&self, t: &SourceTensor, from: usize, to: usize) {
+        self.shards[t.shard].1.release(t.start + from..t.start + to.min(t.end - t.start));
     }
 
     pub fn raw(&self, t: &SourceTensor) -> &[u8] {

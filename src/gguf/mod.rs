@@ -22,10 +22,9 @@ pub use parse::{
 pub use value::{Array, Value, ValueType};
 pub use write::{GgufWriter, TensorPlan};
 
-use memmap2::Mmap;
+use crate::mapped::MappedFile;
 use quant_types::{GgmlType, TypeInfo};
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 pub const MAGIC: [u8; 4] = *b"GGUF";
@@ -86,7 +85,7 @@ impl TensorInfo {
 /// An open GGUF file: validated header plus the memory map of its data.
 pub struct GgufFile {
     path: PathBuf,
-    map: Mmap,
+    map: MappedFile,
     pub header: Header,
     keys: HashMap<String, usize>,
     tensor_index: HashMap<String, usize>,
@@ -100,11 +99,7 @@ impl GgufFile {
             path: shown.clone(),
             source,
         };
-        let file = File::open(path).map_err(io)?;
-        // SAFETY: the map is read-only; a file truncated by another process while mapped would
-        // fault on access, the same contract every mmap-based model loader (llama.cpp included)
-        // accepts. qgguf's own writer never modifies a file in place (it renames a new one).
-        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+        let map = MappedFile::open(path).map_err(io)?;
         let header = parse_header(&map, map.len() as u64, &shown)?;
         let keys = parse::index_of(&header.metadata);
         let tensor_index = header
@@ -148,6 +143,22 @@ impl GgufFile {
     pub fn tensor_data(&self, t: &TensorInfo) -> &[u8] {
         let start = (self.header.data_offset + t.offset) as usize;
         &self.map[start..start + t.nbytes as usize]
+    }
+
+    /// Drops a tensor's pages from this process's memory (streaming jobs call this when done).
+    pub fn release(&self, t: &TensorInfo) {
+        let start = (self.header.data_offset + t.offset) as usize;
+        self.map.release(start..start + t.nbytes as usize);
+    }
+
+    /// Drops the pages of bytes `[from, to)` of a tensor's data.
+    pub fn release_part(&self, t: &TensorInfo, from: usize, to: usize) {
+        let start = (self.header.data_offset + t.offset) as usize;
+        self.map.release(start + from..start + to.min(t.nbytes as usize));
+    }
+
+    pub fn advise_sequential(&self) {
+        self.map.advise_sequential();
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
