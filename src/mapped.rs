@@ -42,7 +42,10 @@ impl MappedFile {
         // SAFETY: MADV_DONTNEED on a read-only, file-backed shared mapping only unmaps the
         // pages: later reads fault them back in from the file with identical contents, and no
         // reference into the range can observe anything different.
-        let _ = unsafe { self.map.unchecked_advise_range(UncheckedAdvice::DontNeed, start, end - start) };
+        let _ = unsafe {
+            self.map
+                .unchecked_advise_range(UncheckedAdvice::DontNeed, start, end - start)
+        };
     }
 }
 

@@ -260,7 +260,9 @@ fn config_json(f: &GgufFile, arch: &str, classifier: bool, dtype: ExportDtype) -
             );
             c.insert(
                 "local_rope_theta".into(),
-                json!(short(f.get_f32(&k("rope.freq_base_swa")).unwrap_or(10000.0))),
+                json!(short(
+                    f.get_f32(&k("rope.freq_base_swa")).unwrap_or(10000.0)
+                )),
             );
             c.insert(
                 "local_attention".into(),

@@ -350,7 +350,11 @@ fn card_refs(value: Option<&Json>, total_params: i64) -> Vec<Vec<(String, String
             }
         };
         match item {
-            Json::String(id) if id.starts_with("http://") || id.starts_with("https://") || id.starts_with("ssh://") => {
+            Json::String(id)
+                if id.starts_with("http://")
+                    || id.starts_with("https://")
+                    || id.starts_with("ssh://") =>
+            {
                 e.push(("repo_url".into(), id.clone()));
                 if id.contains("huggingface.co") {
                     if let Some(m) = hf_url.captures(id) {
@@ -397,15 +401,27 @@ fn fill_from_card(m: &mut Fields, card: &serde_json::Map<String, Json>, total_pa
     set(&mut m.name, "model_name");
     set(&mut m.author, "model_creator");
     set(&mut m.basename, "model_type");
-    if let Some(v) = ["base_model", "base_models", "base_model_sources"].iter().find(|k| card.contains_key(**k)) {
-        m.base_models.get_or_insert_with(Vec::new).extend(card_refs(card.get(*v), total_params));
+    if let Some(v) = ["base_model", "base_models", "base_model_sources"]
+        .iter()
+        .find(|k| card.contains_key(**k))
+    {
+        m.base_models
+            .get_or_insert_with(Vec::new)
+            .extend(card_refs(card.get(*v), total_params));
     }
-    if let Some(v) = ["datasets", "dataset", "dataset_sources"].iter().find(|k| card.contains_key(**k)) {
-        m.datasets.get_or_insert_with(Vec::new).extend(card_refs(card.get(*v), total_params));
+    if let Some(v) = ["datasets", "dataset", "dataset_sources"]
+        .iter()
+        .find(|k| card.contains_key(**k))
+    {
+        m.datasets
+            .get_or_insert_with(Vec::new)
+            .extend(card_refs(card.get(*v), total_params));
     }
     if m.license.is_none() {
         m.license = match card.get("license") {
-            Some(Json::Array(a)) => Some(a.iter().filter_map(card_str).collect::<Vec<_>>().join(",")),
+            Some(Json::Array(a)) => {
+                Some(a.iter().filter_map(card_str).collect::<Vec<_>>().join(","))
+            }
             Some(v) => card_str(v),
             None => None,
         };
@@ -413,7 +429,9 @@ fn fill_from_card(m: &mut Fields, card: &serde_json::Map<String, Json>, total_pa
     set(&mut m.license_name, "license_name");
     set(&mut m.license_link, "license_link");
     let append = |slot: &mut Option<Vec<String>>, key: &str| match card.get(key) {
-        Some(Json::Array(a)) => slot.get_or_insert_with(Vec::new).extend(a.iter().filter_map(card_str)),
+        Some(Json::Array(a)) => slot
+            .get_or_insert_with(Vec::new)
+            .extend(a.iter().filter_map(card_str)),
         Some(Json::String(s)) => slot.get_or_insert_with(Vec::new).push(s.clone()),
         _ => {}
     };
@@ -424,14 +442,21 @@ fn fill_from_card(m: &mut Fields, card: &serde_json::Map<String, Json>, total_pa
 }
 
 /// The `general.*` keys, in the order llama.cpp's converter writes them.
-pub fn general_keys(dir: &Path, config_raw: &serde_json::Map<String, Json>, total_params: u64) -> Vec<(String, Value)> {
+pub fn general_keys(
+    dir: &Path,
+    config_raw: &serde_json::Map<String, Json>,
+    total_params: u64,
+) -> Vec<(String, Value)> {
     let mut out: Vec<(String, Value)> = vec![("general.type".into(), Value::from("model"))];
     out.extend(sampling_keys(dir));
     let mut m = Fields::default();
     fill_from_card(&mut m, &model_card(dir), total_params as i64);
     let fill = |m: &mut Fields, c: IdComponents| {
         m.name = m.name.take().or(c.name.map(|n| id_to_title(&n)));
-        m.organization = m.organization.take().or(c.organization.map(|o| id_to_title(&o)));
+        m.organization = m
+            .organization
+            .take()
+            .or(c.organization.map(|o| id_to_title(&o)));
         m.basename = m.basename.take().or(c.basename);
         m.finetune = m.finetune.take().or(c.finetune);
         m.version = m.version.take().or(c.version);
@@ -476,12 +501,28 @@ pub fn general_keys(dir: &Path, config_raw: &serde_json::Map<String, Json>, tota
     put("source.repo_url", m.source_repo_url);
     for (group, list) in [("base_model", m.base_models), ("dataset", m.datasets)] {
         let Some(list) = list else { continue };
-        out.push((format!("general.{group}.count"), Value::U32(list.len() as u32)));
+        out.push((
+            format!("general.{group}.count"),
+            Value::U32(list.len() as u32),
+        ));
         for (i, entry) in list.iter().enumerate() {
-            for field in ["name", "author", "version", "organization", "description", "url", "doi", "uuid", "repo_url"] {
+            for field in [
+                "name",
+                "author",
+                "version",
+                "organization",
+                "description",
+                "url",
+                "doi",
+                "uuid",
+                "repo_url",
+            ] {
                 if let Some((_, v)) = entry.iter().find(|(k, _)| k == field) {
                     if !v.is_empty() {
-                        out.push((format!("general.{group}.{i}.{field}"), Value::String(v.clone())));
+                        out.push((
+                            format!("general.{group}.{i}.{field}"),
+                            Value::String(v.clone()),
+                        ));
                     }
                 }
             }
@@ -489,7 +530,10 @@ pub fn general_keys(dir: &Path, config_raw: &serde_json::Map<String, Json>, tota
     }
     for (k, list) in [("tags", m.tags), ("languages", m.languages)] {
         if let Some(l) = list.filter(|l| !l.is_empty()) {
-            out.push((format!("general.{k}"), Value::Array(crate::gguf::Array::String(l))));
+            out.push((
+                format!("general.{k}"),
+                Value::Array(crate::gguf::Array::String(l)),
+            ));
         }
     }
     out

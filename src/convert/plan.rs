@@ -139,7 +139,9 @@ impl Inputs<'_> {
     pub fn source_row_bytes(&self, t: &PlannedTensor) -> usize {
         match &t.source {
             Source::Checkpoint(st) => t.row_len() * st.dtype.size(),
-            Source::Gguf(info) => info.type_info.bytes_for(t.row_len() as u64).unwrap_or(0) as usize,
+            Source::Gguf(info) => {
+                info.type_info.bytes_for(t.row_len() as u64).unwrap_or(0) as usize
+            }
             Source::Owned(_) => 0,
         }
     }

@@ -3,9 +3,9 @@
 //! each header (size cap of 100 MB, contiguous non-overlapping ranges that exactly fill the file,
 //! overflow-checked shapes) before any tensor is touched.
 
+use crate::mapped::MappedFile;
 use anyhow::{bail, Context, Result};
 use half::{bf16, f16};
-use crate::mapped::MappedFile;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -151,7 +151,9 @@ impl Checkpoint {
 
     /// Drops the pages of bytes `[from, to)` of a tensor.
     pub fn release_part(&self, t: &SourceTensor, from: usize, to: usize) {
-        self.shards[t.shard].1.release(t.start + from..t.start + to.min(t.end - t.start));
+        self.shards[t.shard]
+            .1
+            .release(t.start + from..t.start + to.min(t.end - t.start));
     }
 
     pub fn raw(&self, t: &SourceTensor) -> &[u8] {

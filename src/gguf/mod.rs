@@ -154,7 +154,8 @@ impl GgufFile {
     /// Drops the pages of bytes `[from, to)` of a tensor's data.
     pub fn release_part(&self, t: &TensorInfo, from: usize, to: usize) {
         let start = (self.header.data_offset + t.offset) as usize;
-        self.map.release(start + from..start + to.min(t.nbytes as usize));
+        self.map
+            .release(start + from..start + to.min(t.nbytes as usize));
     }
 
     pub fn advise_sequential(&self) {
