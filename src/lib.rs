@@ -5,9 +5,11 @@
 //! backends and the command-line tools.
 
 pub mod atomic_file;
+pub mod backend;
 pub mod convert;
 pub mod gguf;
 pub mod mapped;
+pub mod model;
 pub mod tokenizer;
 
 pub use quant_types;

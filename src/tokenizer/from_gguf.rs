@@ -219,6 +219,13 @@ pub fn tokenizer_files(m: &(impl Meta + ?Sized)) -> Result<(Json, Json)> {
             bos.clone().map_or(Json::Null, Json::String),
         );
     }
+    if pre == "modern-bert" {
+        // ModernBERT takes no token type ids.
+        cfg.insert(
+            "model_input_names".into(),
+            json!(["input_ids", "attention_mask"]),
+        );
+    }
     cfg.insert("add_bos_token".into(), json!(add_bos));
     cfg.insert("add_eos_token".into(), json!(add_eos));
     cfg.insert(

@@ -1,0 +1,214 @@
+//! Matrix products on quantized weights, as ggml computes them on CPU: activations are quantized
+//! once per product to the weight type's activation format (Q8_0, Q8_1 or Q8_K; f32 for float
+//! weights), then every output is a block dot product from `quant_types`, spread over threads
+//! by output rows. Weights are read in place from the memory map.
+
+use anyhow::{bail, Result};
+use quant_types::*;
+use rayon::prelude::*;
+
+/// A weight matrix in GGUF layout: `rows` output features, each a row of `cols` inputs stored as
+/// contiguous blocks.
+#[derive(Clone, Copy)]
+pub struct WeightView<'a> {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    pub data: &'a [u8],
+}
+
+/// Reusable buffers of one forward pass, so that decoding allocates nothing per token.
+#[derive(Default)]
+pub struct Scratch {
+    /// Quantized activations (u32 storage keeps every block type aligned).
+    acts: Vec<u32>,
+    /// Outputs in row-major [rows][n] order before transposition.
+    transposed: Vec<f32>,
+    /// Weight rows copied when the map is not aligned for the block type (rare).
+    aligned_weights: Vec<u32>,
+}
+
+fn as_blocks<'a, B: bytemuck::Pod>(bytes: &'a [u8], storage: &'a mut Vec<u32>) -> &'a [B] {
+    match bytemuck::try_cast_slice::<u8, B>(bytes) {
+        Ok(b) => b,
+        Err(_) => {
+            storage.clear();
+            storage.resize(bytes.len().div_ceil(4), 0);
+            bytemuck::cast_slice_mut::<u32, u8>(storage)[..bytes.len()].copy_from_slice(bytes);
+            bytemuck::cast_slice(&bytemuck::cast_slice::<u32, u8>(storage)[..bytes.len()])
+        }
+    }
+}
+
+/// y[t][o] = sum_i W[o][i] * x[t][i] for t in 0..n. `x` is n rows of `cols`, `y` n rows of `rows`.
+pub fn matmul(w: &WeightView, x: &[f32], n: usize, y: &mut [f32], s: &mut Scratch) -> Result<()> {
+    if x.len() != n * w.cols || y.len() != n * w.rows {
+        bail!(
+            "matmul shapes: weight [{} x {}], input {} values for {n} rows, output {}",
+            w.rows,
+            w.cols,
+            x.len(),
+            y.len()
+        );
+    }
+    macro_rules! go {
+        ($B:ty) => {
+            typed::<$B>(w, x, n, y, s)
+        };
+    }
+    match w.ty {
+        GgmlType::F32 => go!(BlockF32),
+        GgmlType::F16 => go!(BlockF16),
+        GgmlType::BF16 => go!(BlockBF16),
+        GgmlType::Q4_0 => go!(BlockQ4_0),
+        GgmlType::Q4_1 => go!(BlockQ4_1),
+        GgmlType::Q5_0 => go!(BlockQ5_0),
+        GgmlType::Q5_1 => go!(BlockQ5_1),
+        GgmlType::Q8_0 => go!(BlockQ8_0),
+        GgmlType::Q4_K => go!(BlockQ4K),
+        GgmlType::Q5_K => go!(BlockQ5K),
+        GgmlType::Q6_K => go!(BlockQ6K),
+        GgmlType::IQ4_NL => go!(BlockIQ4NL),
+        GgmlType::NF4 => go!(BlockNF4),
+        other => bail!("{other} is an activation format, not a weight type"),
+    }
+}
+
+fn typed<B: BlockFormat>(
+    w: &WeightView,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    s: &mut Scratch,
+) -> Result<()> {
+    type A<B> = <B as BlockFormat>::Act;
+    let bpr = w.cols / B::BLOCK_ELEMS;
+    let apr = w.cols / A::<B>::BLOCK_ELEMS;
+    if !w.cols.is_multiple_of(B::BLOCK_ELEMS) || w.data.len() != w.rows * bpr * B::BLOCK_BYTES {
+        bail!(
+            "{} weight of [{} x {}] has {} bytes",
+            B::TYPE,
+            w.rows,
+            w.cols,
+            w.data.len()
+        );
+    }
+    // Activations: quantized once for all output rows (f32 weights read x as it is).
+    let acts: &[A<B>] = if A::<B>::TYPE == GgmlType::F32 {
+        bytemuck::cast_slice(x)
+    } else {
+        let bytes = n * apr * A::<B>::BLOCK_BYTES;
+        s.acts.clear();
+        s.acts.resize(bytes.div_ceil(4), 0);
+        let blocks: &mut [A<B>] = bytemuck::cast_slice_mut(
+            &mut bytemuck::cast_slice_mut::<u32, u8>(&mut s.acts)[..bytes],
+        );
+        blocks
+            .par_chunks_mut(apr)
+            .zip(x.par_chunks(w.cols))
+            .for_each(|(dst, src)| A::<B>::quantize_row(src, dst));
+        bytemuck::cast_slice(&bytemuck::cast_slice::<u32, u8>(&s.acts)[..bytes])
+    };
+    let weights: &[B] = as_blocks(w.data, &mut s.aligned_weights);
+    let path = SimdPath::best();
+    let threads = rayon::current_num_threads().max(1);
+    // Enough chunks to balance threads, few enough to keep scheduling cheap.
+    let rows_per_chunk = w.rows.div_ceil(threads * 4).max(1);
+    let out: &mut [f32] = if n == 1 {
+        y
+    } else {
+        s.transposed.clear();
+        s.transposed.resize(n * w.rows, 0.0);
+        &mut s.transposed
+    };
+    out.par_chunks_mut(rows_per_chunk * n)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            for (j, dst) in chunk.chunks_mut(n).enumerate() {
+                let o = c * rows_per_chunk + j;
+                let wr = &weights[o * bpr..(o + 1) * bpr];
+                for (t, v) in dst.iter_mut().enumerate() {
+                    *v = B::vec_dot_on(path, wr, &acts[t * apr..(t + 1) * apr]);
+                }
+            }
+        });
+    if n > 1 {
+        for (o, col) in s.transposed.chunks(n).enumerate() {
+            for (t, &v) in col.iter().enumerate() {
+                y[t * w.rows + o] = v;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Dequantizes row `r` of a matrix (an embedding lookup).
+pub fn dequantize_row(w: &WeightView, r: usize, out: &mut [f32]) -> Result<()> {
+    let row_bytes = w.ty.row_bytes(w.cols).expect("validated at load");
+    if r >= w.rows {
+        bail!("row {r} out of range ({} rows)", w.rows);
+    }
+    dynamic::dequantize(w.ty, &w.data[r * row_bytes..(r + 1) * row_bytes], out)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matmul_matches_dequantized_reference() {
+        let (rows, cols, n) = (37, 256, 5);
+        let wf: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.1)
+            .collect();
+        let x: Vec<f32> = (0..n * cols)
+            .map(|i| (i * 104729 % 997) as f32 / 997.0 - 0.5)
+            .collect();
+        for ty in [
+            GgmlType::F32,
+            GgmlType::F16,
+            GgmlType::Q8_0,
+            GgmlType::Q4_K,
+            GgmlType::Q6_K,
+            GgmlType::NF4,
+        ] {
+            let row_bytes = ty.row_bytes(cols).unwrap();
+            let mut data = vec![0u8; rows * row_bytes];
+            for (dst, src) in data.chunks_mut(row_bytes).zip(wf.chunks(cols)) {
+                dynamic::quantize(ty, src, dst).unwrap();
+            }
+            let mut wq = vec![0f32; rows * cols];
+            for (dst, src) in wq.chunks_mut(cols).zip(data.chunks(row_bytes)) {
+                dynamic::dequantize(ty, src, dst).unwrap();
+            }
+            let w = WeightView {
+                ty,
+                rows,
+                cols,
+                data: &data,
+            };
+            let mut y = vec![0f32; n * rows];
+            matmul(&w, &x, n, &mut y, &mut Scratch::default()).unwrap();
+            for t in 0..n {
+                for o in 0..rows {
+                    let exact: f32 = (0..cols).map(|i| wq[o * cols + i] * x[t * cols + i]).sum();
+                    let scale: f32 = (0..cols)
+                        .map(|i| (wq[o * cols + i] * x[t * cols + i]).abs())
+                        .sum();
+                    // Activations are quantized to 8 bits for quantized weights: 1% of the magnitude.
+                    let tol = if matches!(ty, GgmlType::F32 | GgmlType::F16) {
+                        1e-5
+                    } else {
+                        2e-2
+                    } * scale;
+                    assert!(
+                        (y[t * rows + o] - exact).abs() <= tol,
+                        "{ty} t{t} o{o}: {} vs {exact}",
+                        y[t * rows + o]
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! The CPU backend: matrix products on quantized weights with the SIMD kernels of
+//! `quant_types`, attention with fused softmax, and the element-wise operations, threaded with
+//! rayon.
+
+pub mod attention;
+pub mod matmul;
+pub mod ops;

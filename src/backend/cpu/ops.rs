@@ -1,0 +1,153 @@
+//! Element-wise and row-wise operations of the transformer graphs, in f32.
+
+/// out = x / rms(x) * w, per row of `dim`.
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let dim = w.len();
+    for (xr, or) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
+        let ss: f32 = xr.iter().map(|v| v * v).sum::<f32>() / dim as f32;
+        let inv = 1.0 / (ss + eps).sqrt();
+        for ((o, &v), &g) in or.iter_mut().zip(xr).zip(w) {
+            *o = v * inv * g;
+        }
+    }
+}
+
+/// out = (x - mean) / sqrt(var + eps) * w + b, per row of `dim` (b optional).
+pub fn layer_norm(x: &[f32], w: &[f32], b: Option<&[f32]>, eps: f32, out: &mut [f32]) {
+    let dim = w.len();
+    for (xr, or) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
+        let mean = xr.iter().sum::<f32>() / dim as f32;
+        let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / dim as f32;
+        let inv = 1.0 / (var + eps).sqrt();
+        for (i, (o, &v)) in or.iter_mut().zip(xr).enumerate() {
+            *o = (v - mean) * inv * w[i] + b.map_or(0.0, |b| b[i]);
+        }
+    }
+}
+
+/// In-place layer norm.
+pub fn layer_norm_inplace(x: &mut [f32], w: &[f32], b: Option<&[f32]>, eps: f32) {
+    let dim = w.len();
+    for xr in x.chunks_exact_mut(dim) {
+        let mean = xr.iter().sum::<f32>() / dim as f32;
+        let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / dim as f32;
+        let inv = 1.0 / (var + eps).sqrt();
+        for (i, v) in xr.iter_mut().enumerate() {
+            *v = (*v - mean) * inv * w[i] + b.map_or(0.0, |b| b[i]);
+        }
+    }
+}
+
+/// y += b, per row.
+pub fn add_bias(y: &mut [f32], b: &[f32]) {
+    for row in y.chunks_exact_mut(b.len()) {
+        for (v, &c) in row.iter_mut().zip(b) {
+            *v += c;
+        }
+    }
+}
+
+pub fn add_inplace(y: &mut [f32], x: &[f32]) {
+    for (a, &b) in y.iter_mut().zip(x) {
+        *a += b;
+    }
+}
+
+#[inline]
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// GELU with the exact error function (PyTorch's and Hugging Face's "gelu").
+#[inline]
+pub fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// Rotary embedding in the "NEOX" / rotate-half layout used by Qwen2 and ModernBERT: dimension i
+/// pairs with i + d/2. `x` holds `heads` vectors of `dim`, all at position `pos`.
+pub fn rope_neox(x: &mut [f32], dim: usize, pos: usize, theta: f32) {
+    let half = dim / 2;
+    for head in x.chunks_exact_mut(dim) {
+        for i in 0..half {
+            let freq = 1.0 / (theta as f64).powf(2.0 * i as f64 / dim as f64);
+            let angle = pos as f64 * freq;
+            let (s, c) = (angle.sin() as f32, angle.cos() as f32);
+            let (a, b) = (head[i], head[i + half]);
+            head[i] = a * c - b * s;
+            head[i + half] = a * s + b * c;
+        }
+    }
+}
+
+/// In-place softmax; `x` may hold -inf for masked entries.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        x.fill(0.0);
+        return;
+    }
+    let mut sum = 0.0f32;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Four partial sums: the compiler vectorizes this.
+    let mut acc = [0.0f32; 8];
+    let chunks = a.len() / 8 * 8;
+    for (ca, cb) in a[..chunks].chunks_exact(8).zip(b[..chunks].chunks_exact(8)) {
+        for k in 0..8 {
+            acc[k] += ca[k] * cb[k];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for i in chunks..a.len() {
+        s += a[i] * b[i];
+    }
+    s
+}
+
+/// y += a * x
+#[inline]
+pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    for (v, &u) in y.iter_mut().zip(x) {
+        *v += a * u;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn norms_and_activations() {
+        let x = [1.0f32, 2.0, 3.0, 4.0];
+        let mut o = [0.0; 4];
+        rms_norm(&x, &[1.0; 4], 0.0, &mut o);
+        let rms = (30.0f32 / 4.0).sqrt();
+        assert!((o[3] - 4.0 / rms).abs() < 1e-6);
+        layer_norm(&x, &[1.0; 4], Some(&[0.5; 4]), 0.0, &mut o);
+        assert!((o.iter().sum::<f32>() - 2.0).abs() < 1e-5);
+        assert!((gelu(1.0) - 0.841_344_7).abs() < 1e-6);
+        assert!((silu(2.0) - 1.761_594_2).abs() < 1e-6);
+        let mut s = [1.0f32, 2.0, f32::NEG_INFINITY];
+        softmax(&mut s);
+        assert!((s[0] + s[1] - 1.0).abs() < 1e-6 && s[2] == 0.0);
+    }
+
+    #[test]
+    fn rope_rotates_pairs_and_keeps_norm() {
+        let mut x = [1.0f32, 0.0, 0.0, 0.0];
+        rope_neox(&mut x, 4, 1, 10000.0);
+        // pair (0, 2) rotates by angle 1 (frequency 1 for i = 0)
+        assert!((x[0] - 1f32.cos()).abs() < 1e-6 && (x[2] - 1f32.sin()).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,3 @@
+//! Compute backends: the CPU (always) and NVIDIA GPUs through cudarc (feature `cuda`).
+
+pub mod cpu;

@@ -1,0 +1,91 @@
+//! Models, one file per architecture, computing on the CPU backend with weights read in place
+//! from the GGUF memory map.
+
+pub mod bert;
+pub mod encoder;
+pub mod modern_bert;
+pub mod qwen2;
+pub mod weights;
+
+use crate::gguf::GgufFile;
+use anyhow::{bail, Result};
+use std::path::Path;
+
+pub enum Arch {
+    Qwen2(qwen2::Qwen2),
+    Bert(bert::Bert),
+    ModernBert(modern_bert::ModernBert),
+}
+
+pub struct Model {
+    pub file: GgufFile,
+    pub arch: Arch,
+}
+
+impl Model {
+    pub fn load(path: &Path) -> Result<Model> {
+        let file = GgufFile::open(path)?;
+        let arch = match file.architecture()? {
+            "qwen2" => Arch::Qwen2(qwen2::Qwen2::load(&file)?),
+            "bert" => Arch::Bert(bert::Bert::load(&file)?),
+            "modern-bert" => Arch::ModernBert(modern_bert::ModernBert::load(&file)?),
+            other => bail!(
+                "{}: architecture '{other}' is not supported (qrun runs qwen2, bert and modern-bert)",
+                path.display()
+            ),
+        };
+        Ok(Model { file, arch })
+    }
+
+    pub fn arch_name(&self) -> &'static str {
+        match self.arch {
+            Arch::Qwen2(_) => "qwen2",
+            Arch::Bert(_) => "bert",
+            Arch::ModernBert(_) => "modern-bert",
+        }
+    }
+
+    pub fn is_decoder(&self) -> bool {
+        matches!(self.arch, Arch::Qwen2(_))
+    }
+
+    pub fn labels(&self) -> &[String] {
+        match &self.arch {
+            Arch::Qwen2(m) => &m.labels,
+            Arch::Bert(m) => &m.labels,
+            Arch::ModernBert(m) => &m.labels,
+        }
+    }
+
+    pub fn has_classifier(&self) -> bool {
+        match &self.arch {
+            Arch::Qwen2(m) => m.cls.is_some(),
+            Arch::Bert(m) => m.has_classifier(),
+            Arch::ModernBert(m) => m.has_classifier(),
+        }
+    }
+
+    /// Longest input the model takes (training context).
+    pub fn max_positions(&self) -> usize {
+        match &self.arch {
+            Arch::Qwen2(m) => m.hp.n_ctx_train,
+            Arch::Bert(m) => m.hp.n_ctx,
+            Arch::ModernBert(m) => m.hp.n_ctx,
+        }
+    }
+
+    /// Runs an encoder over a batch (embeddings and, with a head, class logits).
+    pub fn encode(
+        &self,
+        batch: &encoder::Batch,
+        st: &mut encoder::EncoderState,
+    ) -> Result<encoder::EncoderOutput> {
+        match &self.arch {
+            Arch::Bert(m) => m.encode(&self.file, batch, st),
+            Arch::ModernBert(m) => m.encode(&self.file, batch, st),
+            Arch::Qwen2(_) => {
+                bail!("qwen2 is a decoder: use generate, or classify with a classifier head")
+            }
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! Qwen2 (llama.cpp's `qwen2`): pre-norm decoder with RMSNorm, grouped-query attention with
+//! biased Q/K/V projections and NEOX-style RoPE, SwiGLU feed-forward; tied or separate output
+//! head; optionally a sequence-classification head on the last token (`cls.output`).
+
+use super::weights::{sized, Linear, Loader, Mat};
+use crate::backend::cpu::attention::{self, Heads};
+use crate::backend::cpu::matmul::Scratch;
+use crate::backend::cpu::ops;
+use crate::gguf::GgufFile;
+use anyhow::{bail, Result};
+
+#[derive(Clone, Debug)]
+pub struct Qwen2Params {
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub n_ff: usize,
+    pub n_vocab: usize,
+    pub n_ctx_train: usize,
+    pub rope_theta: f32,
+    pub eps: f32,
+}
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    ffn_norm: Vec<f32>,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+pub struct Qwen2 {
+    pub hp: Qwen2Params,
+    token_embd: Mat,
+    output: Mat,
+    output_norm: Vec<f32>,
+    layers: Vec<Layer>,
+    /// Sequence-classification head (score), applied to the last token.
+    pub cls: Option<Linear>,
+    pub labels: Vec<String>,
+}
+
+/// What a forward pass leaves in [`DecoderState`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Logits of the last token only (generation).
+    LastLogits,
+    /// Logits of every token of the batch (perplexity, KL divergence).
+    AllLogits,
+    /// Final-norm hidden states of every token (tests, classification).
+    AllHidden,
+}
+
+/// KV cache and buffers of one sequence being decoded.
+pub struct DecoderState {
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    /// Positions filled in the cache.
+    pub len: usize,
+    pub ctx: usize,
+    x: Vec<f32>,
+    h: Vec<f32>,
+    q: Vec<f32>,
+    kn: Vec<f32>,
+    vn: Vec<f32>,
+    att: Vec<f32>,
+    o: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    /// Results of the last pass (see [`Output`]).
+    pub logits: Vec<f32>,
+    pub hidden: Vec<f32>,
+    scratch: Scratch,
+}
+
+impl DecoderState {
+    pub fn reset(&mut self) {
+        self.len = 0;
+    }
+
+    /// Bytes held by the KV cache.
+    pub fn kv_bytes(&self) -> usize {
+        self.k.iter().chain(&self.v).map(|c| c.len() * 4).sum()
+    }
+}
+
+impl Qwen2 {
+    pub fn load(f: &GgufFile) -> Result<Qwen2> {
+        let l = Loader { f };
+        let a = "qwen2";
+        let n_embd = l.hp(a, "embedding_length")?;
+        let n_head = l.hp(a, "attention.head_count")?;
+        let n_head_kv = l.hp_opt(a, "attention.head_count_kv")?.unwrap_or(n_head);
+        if n_head == 0 || n_head_kv == 0 || n_embd % n_head != 0 || n_head % n_head_kv != 0 {
+            bail!(
+                "{}: head counts {n_head}/{n_head_kv} do not fit embedding length {n_embd}",
+                f.path().display()
+            );
+        }
+        let token_info = f.tensor("token_embd.weight");
+        let n_vocab = token_info.map_or(0, |t| t.dims.get(1).copied().unwrap_or(1) as usize);
+        let hp = Qwen2Params {
+            n_layer: l.hp(a, "block_count")?,
+            n_embd,
+            n_head,
+            n_head_kv,
+            head_dim: n_embd / n_head,
+            n_ff: l.hp(a, "feed_forward_length")?,
+            n_vocab,
+            n_ctx_train: l.hp(a, "context_length")?,
+            rope_theta: f.get_f32("qwen2.rope.freq_base").unwrap_or(10000.0),
+            eps: l.hp_f32(a, "attention.layer_norm_rms_epsilon")?,
+        };
+        let (e, kv, ff) = (hp.n_embd, hp.n_head_kv * hp.head_dim, hp.n_ff);
+        let token_embd = l.mat("token_embd.weight", e, hp.n_vocab)?;
+        let output = if l.has("output.weight") {
+            l.mat("output.weight", e, hp.n_vocab)?
+        } else {
+            token_embd.clone()
+        };
+        let mut layers = Vec::with_capacity(hp.n_layer);
+        for i in 0..hp.n_layer {
+            let p = |s: &str| format!("blk.{i}.{s}");
+            layers.push(Layer {
+                attn_norm: l.vec(&p("attn_norm.weight"), e)?,
+                q: l.linear(&p("attn_q"), e, e)?,
+                k: l.linear(&p("attn_k"), e, kv)?,
+                v: l.linear(&p("attn_v"), e, kv)?,
+                o: l.linear(&p("attn_output"), e, e)?,
+                ffn_norm: l.vec(&p("ffn_norm.weight"), e)?,
+                gate: l.linear(&p("ffn_gate"), e, ff)?,
+                up: l.linear(&p("ffn_up"), e, ff)?,
+                down: l.linear(&p("ffn_down"), ff, e)?,
+            });
+        }
+        let labels = l.labels(a);
+        let cls = if l.has("cls.output.weight") {
+            if labels.is_empty() {
+                bail!(
+                    "{}: a classification head without qwen2.classifier.output_labels",
+                    f.path().display()
+                );
+            }
+            Some(l.linear("cls.output", e, labels.len())?)
+        } else {
+            None
+        };
+        Ok(Qwen2 {
+            token_embd,
+            output,
+            output_norm: l.vec("output_norm.weight", e)?,
+            layers,
+            cls,
+            labels,
+            hp,
+        })
+    }
+
+    pub fn new_state(&self, ctx: usize) -> DecoderState {
+        let kv = self.hp.n_head_kv * self.hp.head_dim;
+        DecoderState {
+            k: (0..self.hp.n_layer).map(|_| vec![0.0; ctx * kv]).collect(),
+            v: (0..self.hp.n_layer).map(|_| vec![0.0; ctx * kv]).collect(),
+            len: 0,
+            ctx,
+            x: Vec::new(),
+            h: Vec::new(),
+            q: Vec::new(),
+            kn: Vec::new(),
+            vn: Vec::new(),
+            att: Vec::new(),
+            o: Vec::new(),
+            gate: Vec::new(),
+            up: Vec::new(),
+            logits: Vec::new(),
+            hidden: Vec::new(),
+            scratch: Scratch::default(),
+        }
+    }
+
+    /// Runs `tokens` at the next positions of `st`, appending to its KV cache.
+    pub fn forward(
+        &self,
+        f: &GgufFile,
+        st: &mut DecoderState,
+        tokens: &[u32],
+        out: Output,
+    ) -> Result<()> {
+        let hp = &self.hp;
+        let n = tokens.len();
+        if n == 0 {
+            bail!("no tokens to evaluate");
+        }
+        if st.len + n > st.ctx {
+            bail!(
+                "the context holds {} tokens: {} are cached and {n} more do not fit (raise -c)",
+                st.ctx,
+                st.len
+            );
+        }
+        let (e, kv, ff) = (hp.n_embd, hp.n_head_kv * hp.head_dim, hp.n_ff);
+        let heads = Heads {
+            n_head: hp.n_head,
+            n_head_kv: hp.n_head_kv,
+            head_dim: hp.head_dim,
+        };
+        let pos0 = st.len;
+        let x = sized(&mut st.x, n * e);
+        for (t, &tok) in tokens.iter().enumerate() {
+            if tok as usize >= hp.n_vocab {
+                bail!("token id {tok} is outside the vocabulary ({})", hp.n_vocab);
+            }
+            self.token_embd
+                .row(f, tok as usize, &mut x[t * e..(t + 1) * e])?;
+        }
+        for (li, layer) in self.layers.iter().enumerate() {
+            let h = sized(&mut st.h, n * e);
+            ops::rms_norm(&st.x[..n * e], &layer.attn_norm, hp.eps, h);
+            let q = sized(&mut st.q, n * e);
+            layer.q.forward(f, h, n, q, &mut st.scratch)?;
+            let kn = sized(&mut st.kn, n * kv);
+            layer.k.forward(f, h, n, kn, &mut st.scratch)?;
+            let vn = sized(&mut st.vn, n * kv);
+            layer.v.forward(f, h, n, vn, &mut st.scratch)?;
+            for t in 0..n {
+                ops::rope_neox(
+                    &mut q[t * e..(t + 1) * e],
+                    hp.head_dim,
+                    pos0 + t,
+                    hp.rope_theta,
+                );
+                ops::rope_neox(
+                    &mut kn[t * kv..(t + 1) * kv],
+                    hp.head_dim,
+                    pos0 + t,
+                    hp.rope_theta,
+                );
+            }
+            st.k[li][pos0 * kv..(pos0 + n) * kv].copy_from_slice(kn);
+            st.v[li][pos0 * kv..(pos0 + n) * kv].copy_from_slice(vn);
+            let att = sized(&mut st.att, n * e);
+            let end = (pos0 + n) * kv;
+            attention::causal(q, &st.k[li][..end], &st.v[li][..end], n, pos0, heads, att);
+            let o = sized(&mut st.o, n * e);
+            layer.o.forward(f, att, n, o, &mut st.scratch)?;
+            ops::add_inplace(&mut st.x[..n * e], o);
+
+            let h = sized(&mut st.h, n * e);
+            ops::rms_norm(&st.x[..n * e], &layer.ffn_norm, hp.eps, h);
+            let gate = sized(&mut st.gate, n * ff);
+            layer.gate.forward(f, h, n, gate, &mut st.scratch)?;
+            let up = sized(&mut st.up, n * ff);
+            layer.up.forward(f, h, n, up, &mut st.scratch)?;
+            for (g, &u) in gate.iter_mut().zip(up.iter()) {
+                *g = ops::silu(*g) * u;
+            }
+            let o = sized(&mut st.o, n * e);
+            layer.down.forward(f, gate, n, o, &mut st.scratch)?;
+            ops::add_inplace(&mut st.x[..n * e], o);
+        }
+        st.len += n;
+        let h = sized(&mut st.h, n * e);
+        ops::rms_norm(&st.x[..n * e], &self.output_norm, hp.eps, h);
+        match out {
+            Output::LastLogits => {
+                let logits = sized(&mut st.logits, hp.n_vocab);
+                self.project(f, &st.h[(n - 1) * e..n * e], 1, logits, &mut st.scratch)?;
+            }
+            Output::AllLogits => {
+                let logits = sized(&mut st.logits, n * hp.n_vocab);
+                self.project(f, &st.h[..n * e], n, logits, &mut st.scratch)?;
+            }
+            Output::AllHidden => {
+                let hidden = sized(&mut st.hidden, n * e);
+                hidden.copy_from_slice(&st.h[..n * e]);
+            }
+        }
+        Ok(())
+    }
+
+    fn project(
+        &self,
+        f: &GgufFile,
+        h: &[f32],
+        n: usize,
+        logits: &mut [f32],
+        s: &mut Scratch,
+    ) -> Result<()> {
+        crate::backend::cpu::matmul::matmul(&self.output.view(f), h, n, logits, s)
+    }
+
+    /// Class logits of one sequence: the score head on its last token's final hidden state.
+    pub fn classify(
+        &self,
+        f: &GgufFile,
+        st: &mut DecoderState,
+        tokens: &[u32],
+    ) -> Result<Vec<f32>> {
+        let Some(cls) = &self.cls else {
+            bail!(
+                "{}: the model has no classification head",
+                f.path().display()
+            );
+        };
+        st.reset();
+        self.forward(f, st, tokens, Output::AllHidden)?;
+        let e = self.hp.n_embd;
+        let n = tokens.len();
+        let mut logits = vec![0.0; cls.rows()];
+        cls.forward(
+            f,
+            &st.hidden[(n - 1) * e..n * e],
+            1,
+            &mut logits,
+            &mut st.scratch,
+        )?;
+        Ok(logits)
+    }
+}

@@ -1,0 +1,200 @@
+//! Loading weights by name from a GGUF file, with the checks that turn a wrong or partial file
+//! into an error naming the tensor: presence, shape, and a type qgguf can compute with.
+
+use crate::backend::cpu::matmul::{self, Scratch, WeightView};
+use crate::backend::cpu::ops;
+use crate::gguf::{GgufFile, TensorInfo};
+use anyhow::{bail, Context, Result};
+use quant_types::{dynamic, GgmlType};
+
+/// A weight matrix: `rows` output features of `cols` inputs.
+#[derive(Clone, Debug)]
+pub struct Mat {
+    pub info: TensorInfo,
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl Mat {
+    pub fn view<'a>(&self, f: &'a GgufFile) -> WeightView<'a> {
+        WeightView {
+            ty: self.ty,
+            rows: self.rows,
+            cols: self.cols,
+            data: f.tensor_data(&self.info),
+        }
+    }
+
+    pub fn row(&self, f: &GgufFile, r: usize, out: &mut [f32]) -> Result<()> {
+        matmul::dequantize_row(&self.view(f), r, out)
+    }
+}
+
+/// A linear layer: y = x W^T (+ b).
+#[derive(Clone, Debug)]
+pub struct Linear {
+    pub w: Mat,
+    pub b: Option<Vec<f32>>,
+}
+
+impl Linear {
+    pub fn forward(
+        &self,
+        f: &GgufFile,
+        x: &[f32],
+        n: usize,
+        y: &mut [f32],
+        s: &mut Scratch,
+    ) -> Result<()> {
+        matmul::matmul(&self.w.view(f), x, n, y, s)
+            .with_context(|| format!("tensor '{}'", self.w.info.name))?;
+        if let Some(b) = &self.b {
+            ops::add_bias(y, b);
+        }
+        Ok(())
+    }
+
+    pub fn rows(&self) -> usize {
+        self.w.rows
+    }
+}
+
+/// A norm's scale and optional shift.
+#[derive(Clone, Debug)]
+pub struct Norm {
+    pub w: Vec<f32>,
+    pub b: Option<Vec<f32>>,
+}
+
+pub struct Loader<'a> {
+    pub f: &'a GgufFile,
+}
+
+impl<'a> Loader<'a> {
+    fn info(&self, name: &str) -> Result<&'a TensorInfo> {
+        self.f.tensor(name).with_context(|| {
+            format!(
+                "{}: the model has no tensor '{name}'",
+                self.f.path().display()
+            )
+        })
+    }
+
+    fn ty(&self, info: &TensorInfo) -> Result<GgmlType> {
+        match info.ggml_type() {
+            Some(t) if !matches!(t, GgmlType::Q8_1 | GgmlType::Q8_K) => Ok(t),
+            _ => bail!(
+                "{}: tensor '{}' has type {}, which qgguf cannot run (it runs F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, IQ4_NL and NF4)",
+                self.f.path().display(),
+                info.name,
+                info.type_info.name
+            ),
+        }
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.f.tensor(name).is_some()
+    }
+
+    /// A matrix of `rows` x `cols` (GGUF dims `[cols, rows]`; a single row may be stored 1-D).
+    pub fn mat(&self, name: &str, cols: usize, rows: usize) -> Result<Mat> {
+        let info = self.info(name)?;
+        let ok =
+            info.dims == [cols as u64, rows as u64] || (rows == 1 && info.dims == [cols as u64]);
+        if !ok {
+            bail!(
+                "{}: tensor '{name}' has dims {:?}, expected [{cols}, {rows}]",
+                self.f.path().display(),
+                info.dims
+            );
+        }
+        Ok(Mat {
+            info: info.clone(),
+            ty: self.ty(info)?,
+            rows,
+            cols,
+        })
+    }
+
+    /// A vector of `len` values, dequantized to f32.
+    pub fn vec(&self, name: &str, len: usize) -> Result<Vec<f32>> {
+        let info = self.info(name)?;
+        if info.n_elements() != len as u64 {
+            bail!(
+                "{}: tensor '{name}' has {} values, expected {len}",
+                self.f.path().display(),
+                info.n_elements()
+            );
+        }
+        let mut out = vec![0.0; len];
+        dynamic::dequantize(self.ty(info)?, self.f.tensor_data(info), &mut out)
+            .with_context(|| format!("tensor '{name}'"))?;
+        Ok(out)
+    }
+
+    pub fn opt_vec(&self, name: &str, len: usize) -> Result<Option<Vec<f32>>> {
+        if self.has(name) {
+            self.vec(name, len).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// `{stem}.weight` as rows x cols, and `{stem}.bias` if present.
+    pub fn linear(&self, stem: &str, cols: usize, rows: usize) -> Result<Linear> {
+        Ok(Linear {
+            w: self.mat(&format!("{stem}.weight"), cols, rows)?,
+            b: self.opt_vec(&format!("{stem}.bias"), rows)?,
+        })
+    }
+
+    pub fn norm(&self, stem: &str, dim: usize) -> Result<Norm> {
+        Ok(Norm {
+            w: self.vec(&format!("{stem}.weight"), dim)?,
+            b: self.opt_vec(&format!("{stem}.bias"), dim)?,
+        })
+    }
+
+    /// A required hyper-parameter `{arch}.{key}`.
+    pub fn hp(&self, arch: &str, key: &str) -> Result<usize> {
+        let k = format!("{arch}.{key}");
+        match self.f.get(&k) {
+            Some(crate::gguf::Value::Array(a)) => a
+                .to_i64_vec()
+                .and_then(|v| v.first().copied())
+                .map(|v| v as usize)
+                .with_context(|| {
+                    format!("{}: '{k}' is not an integer array", self.f.path().display())
+                }),
+            _ => self.f.get_usize(&k).map_err(Into::into),
+        }
+    }
+
+    pub fn hp_opt(&self, arch: &str, key: &str) -> Result<Option<usize>> {
+        if self.f.get(&format!("{arch}.{key}")).is_some() {
+            self.hp(arch, key).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    pub fn hp_f32(&self, arch: &str, key: &str) -> Result<f32> {
+        Ok(self.f.get_f32(&format!("{arch}.{key}"))?)
+    }
+
+    pub fn labels(&self, arch: &str) -> Vec<String> {
+        match self.f.get(&format!("{arch}.classifier.output_labels")) {
+            Some(crate::gguf::Value::Array(crate::gguf::Array::String(v))) => v.clone(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Grows a buffer to `n` values without shrinking its allocation (no per-token allocation).
+pub fn sized(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if buf.len() < n {
+        buf.resize(n, 0.0);
+    }
+    &mut buf[..n]
+}
