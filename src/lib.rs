@@ -6,10 +6,13 @@
 
 pub mod atomic_file;
 pub mod backend;
+pub mod bench;
+pub mod chat;
 pub mod convert;
 pub mod gguf;
 pub mod mapped;
 pub mod model;
+pub mod sampling;
 pub mod tokenizer;
 
 pub use quant_types;

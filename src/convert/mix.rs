@@ -308,6 +308,32 @@ pub fn assign_types(
     Ok(())
 }
 
+/// The name of a `general.file_type` value, as llama.cpp prints it.
+pub fn file_type_name(ftype: u32) -> String {
+    match ftype {
+        0 => "F32".into(),
+        1 => "F16".into(),
+        2 => "Q4_0".into(),
+        3 => "Q4_1".into(),
+        7 => "Q8_0".into(),
+        8 => "Q5_0".into(),
+        9 => "Q5_1".into(),
+        10 => "Q2_K".into(),
+        11 => "Q3_K_S".into(),
+        12 => "Q3_K_M".into(),
+        13 => "Q3_K_L".into(),
+        14 => "Q4_K_S".into(),
+        15 => "Q4_K_M".into(),
+        16 => "Q5_K_S".into(),
+        17 => "Q5_K_M".into(),
+        18 => "Q6_K".into(),
+        25 => "IQ4_NL".into(),
+        32 => "BF16".into(),
+        NF4_FILE_TYPE => "NF4".into(),
+        other => format!("ftype {other}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,5 @@
+//! Measurement: perplexity and KL divergence (shared with qbench), and the timing loops of
+//! `qrun bench`.
+
+pub mod perplexity;
+pub mod speed;
