@@ -12,7 +12,20 @@ pub struct Message {
 
 /// Renders `template` for `messages`, ready for the assistant's reply.
 pub fn render(template: &str, messages: &[Message], bos: &str, eos: &str) -> Result<String> {
+    // As transformers renders chat templates: blocks eat their newline and leading spaces, and
+    // templates may call raise_exception().
     let mut env = minijinja::Environment::new();
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                msg,
+            ))
+        },
+    );
     env.add_template("chat", template)
         .context("the model's chat template does not parse")?;
     let tmpl = env.get_template("chat")?;
@@ -31,7 +44,8 @@ mod tests {
 
     #[test]
     fn chatml_style_template() {
-        let t = "{%- for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{%- endfor %}{%- if add_generation_prompt %}<|im_start|>assistant\n{%- endif %}";
+        // The shape of Qwen2.5's template.
+        let t = "{%- for m in messages %}\n    {{- '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>' + '\\n' }}\n{%- endfor %}\n{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n' }}\n{%- endif %}\n";
         let out = render(
             t,
             &[Message {
@@ -42,6 +56,9 @@ mod tests {
             "",
         )
         .unwrap();
-        assert_eq!(out, "<|im_start|>user\nhi<|im_end|><|im_start|>assistant\n");
+        assert_eq!(
+            out,
+            "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+        );
     }
 }

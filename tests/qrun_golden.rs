@@ -4,6 +4,7 @@
 //! (relative to the largest magnitude of the compared tensor) from F32 GGUF files, within 1e-2
 //! from F16 files.
 
+use qgguf::backend::cpu::kv_cache::KvType;
 use qgguf::convert::hf_config::HfConfig;
 use qgguf::convert::mix::Preset;
 use qgguf::convert::pipeline::{self, WriteOptions};
@@ -88,6 +89,16 @@ fn build(dir: &Path, fixture: &str, vocab: &Path, preset: Preset) -> PathBuf {
     out
 }
 
+/// The KV cache to compare with transformers: f32 for the f32 model (transformers keeps an f32
+/// cache), llama.cpp's default f16 otherwise.
+fn kv_type(preset: Preset) -> KvType {
+    if preset == Preset::F32 {
+        KvType::F32
+    } else {
+        KvType::F16
+    }
+}
+
 fn check_fixture(fixture: &str) {
     let Some(vocab) = vocab_dir() else { return };
     let golden: Json = serde_json::from_str(
@@ -120,7 +131,7 @@ fn check_fixture(fixture: &str) {
         }
         match &model.arch {
             Arch::Qwen2(m) => {
-                let mut st = m.new_state(256);
+                let mut st = m.new_state_with(256, kv_type(preset));
                 for (c, (case, ids)) in cases.iter().zip(&all_ids).enumerate() {
                     if m.cls.is_some() {
                         let logits = m.classify(&model.file, &mut st, ids).unwrap();

@@ -50,6 +50,15 @@ pub trait BlockFormat: bytemuck::Pod + Send + Sync + 'static {
     /// Quantizes whole blocks, writing exactly the bytes ggml's reference quantizer writes.
     fn quantize_row(src: &[f32], dst: &mut [Self]);
 
+    /// Quantizes activations the way ggml's CPU backend does on this architecture before a dot
+    /// product (its `from_float`, not the reference quantizer): the Q8 activation blocks round
+    /// differently per architecture, and matching that keeps qrun's outputs on llama.cpp's.
+    /// Weight formats, and activation formats whose CPU path is the reference, use
+    /// [`BlockFormat::quantize_row`].
+    fn quantize_act_row(src: &[f32], dst: &mut [Self]) {
+        Self::quantize_row(src, dst)
+    }
+
     /// Expands blocks back to floats.
     fn dequantize_row(src: &[Self], dst: &mut [f32]);
 

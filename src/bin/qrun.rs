@@ -5,6 +5,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use qgguf::backend::cpu::kv_cache::KvType;
 use qgguf::bench::{perplexity, speed};
 use qgguf::chat::{self, Message};
 use qgguf::convert::mix::file_type_name;
@@ -53,6 +54,9 @@ struct ModelArgs {
     /// Layers to offload to the GPU (not built in this binary: CPU only).
     #[arg(long = "ngl", visible_alias = "n-gpu-layers", default_value_t = 0)]
     ngl: usize,
+    /// Decoders: element type of the KV cache (llama.cpp's default is f16).
+    #[arg(long = "cache-type", value_enum, default_value_t = KvType::F16)]
+    cache_type: KvType,
 }
 
 #[derive(Args)]
@@ -300,7 +304,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
         seed,
     });
     let stops = stop_tokens(&model, &tok);
-    let mut st = m.new_state(ctx);
+    let mut st = m.new_state_with(ctx, a.m.cache_type);
     let out = std::io::stdout();
     let mut out = out.lock();
     if !a.json {
@@ -487,7 +491,8 @@ fn batch_job(a: BatchArgs, classify: bool) -> Result<()> {
             .collect::<Result<_>>()?;
         let rows: Vec<serde_json::Value> = match &model.arch {
             Arch::Qwen2(m) => {
-                let mut dst = m.new_state(ids.iter().map(Vec::len).max().unwrap_or(1));
+                let mut dst =
+                    m.new_state_with(ids.iter().map(Vec::len).max().unwrap_or(1), a.m.cache_type);
                 let mut rows = Vec::new();
                 for s in &ids {
                     let logits = m.classify(&model.file, &mut dst, s)?;
@@ -605,7 +610,7 @@ fn ppl(a: PerplexityArgs) -> Result<()> {
     let tok = Tokenizer::for_model(&a.m.model, &model.file)?;
     let text = read_prompt(None, Some(&a.file))?;
     let tokens = tok.encode(&text, true)?;
-    let mut st = m.new_state(a.ctx);
+    let mut st = m.new_state_with(a.ctx, a.m.cache_type);
     let chunks = a.chunks.unwrap_or(usize::MAX);
     let progress =
         |c: usize, n: usize, p: f64| eprint!("\rqrun: chunk {c}/{n}, perplexity so far {p:.4}   ");

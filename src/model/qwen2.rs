@@ -3,7 +3,8 @@
 //! head; optionally a sequence-classification head on the last token (`cls.output`).
 
 use super::weights::{sized, Linear, Loader, Mat};
-use crate::backend::cpu::attention::{self, Heads};
+use crate::backend::cpu::attention::Heads;
+use crate::backend::cpu::kv_cache::{KvCache, KvType};
 use crate::backend::cpu::matmul::Scratch;
 use crate::backend::cpu::ops;
 use crate::gguf::GgufFile;
@@ -59,8 +60,7 @@ pub enum Output {
 
 /// KV cache and buffers of one sequence being decoded.
 pub struct DecoderState {
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    kv: KvCache,
     /// Positions filled in the cache.
     pub len: usize,
     pub ctx: usize,
@@ -86,7 +86,7 @@ impl DecoderState {
 
     /// Bytes held by the KV cache.
     pub fn kv_bytes(&self) -> usize {
-        self.k.iter().chain(&self.v).map(|c| c.len() * 4).sum()
+        self.kv.bytes()
     }
 }
 
@@ -162,11 +162,15 @@ impl Qwen2 {
         })
     }
 
+    /// A sequence state with an f16 KV cache of `ctx` positions (llama.cpp's default).
     pub fn new_state(&self, ctx: usize) -> DecoderState {
+        self.new_state_with(ctx, KvType::F16)
+    }
+
+    pub fn new_state_with(&self, ctx: usize, kv_type: KvType) -> DecoderState {
         let kv = self.hp.n_head_kv * self.hp.head_dim;
         DecoderState {
-            k: (0..self.hp.n_layer).map(|_| vec![0.0; ctx * kv]).collect(),
-            v: (0..self.hp.n_layer).map(|_| vec![0.0; ctx * kv]).collect(),
+            kv: KvCache::new(kv_type, self.hp.n_layer, ctx, kv),
             len: 0,
             ctx,
             x: Vec::new(),
@@ -242,15 +246,12 @@ impl Qwen2 {
                     hp.rope_theta,
                 );
             }
-            st.k[li][pos0 * kv..(pos0 + n) * kv].copy_from_slice(kn);
-            st.v[li][pos0 * kv..(pos0 + n) * kv].copy_from_slice(vn);
+            st.kv.write(li, pos0, kn, vn)?;
             let att = sized(&mut st.att, n * e);
-            let end = (pos0 + n) * kv;
-            attention::causal(q, &st.k[li][..end], &st.v[li][..end], n, pos0, heads, att);
+            st.kv.attend(li, q, n, pos0, heads, att);
             let o = sized(&mut st.o, n * e);
             layer.o.forward(f, att, n, o, &mut st.scratch)?;
             ops::add_inplace(&mut st.x[..n * e], o);
-
             let h = sized(&mut st.h, n * e);
             ops::rms_norm(&st.x[..n * e], &layer.ffn_norm, hp.eps, h);
             let gate = sized(&mut st.gate, n * ff);

@@ -34,6 +34,17 @@ impl BlockFormat for BlockQ8_0 {
         }
     }
 
+    fn quantize_act_row(src: &[f32], dst: &mut [Self]) {
+        check_row::<Self>(src.len(), dst.len());
+        for (blk, x) in dst.iter_mut().zip(src.chunks_exact(32)) {
+            let (d, id) = act_scale(x);
+            blk.d = f32_to_f16(d);
+            for (q, &v) in blk.qs.iter_mut().zip(x) {
+                *q = act_level(v * id);
+            }
+        }
+    }
+
     fn dequantize_row(src: &[Self], dst: &mut [f32]) {
         check_row::<Self>(dst.len(), src.len());
         for (blk, y) in src.iter().zip(dst.chunks_exact_mut(32)) {
@@ -62,5 +73,36 @@ impl BlockFormat for BlockQ8_0 {
     fn vec_dot_on(path: SimdPath, w: &[Self], a: &[BlockQ8_0]) -> f32 {
         check_dot::<Self>(w.len(), a.len());
         crate::arch::dispatch!(path, q8_0, w, a, Self::vec_dot_scalar(w, a))
+    }
+}
+
+/// Scale and inverse scale of one activation block as ggml's CPU `quantize_row_q8_0/1` computes
+/// them: x86 multiplies by 127/amax, ARM and the reference by 1/(amax/127); the two differ in
+/// the last bit often enough to flip a level.
+pub(crate) fn act_scale(x: &[f32]) -> (f32, f32) {
+    let amax = x
+        .iter()
+        .fold(0.0f32, |m, &v| if m > v.abs() { m } else { v.abs() });
+    let d = amax / 127.0;
+    let id = if cfg!(target_arch = "x86_64") {
+        if amax != 0.0 {
+            127.0 / amax
+        } else {
+            0.0
+        }
+    } else if d != 0.0 {
+        1.0 / d
+    } else {
+        0.0
+    };
+    (d, id)
+}
+
+/// One activation level: SIMD paths round half to even (the reference rounds half away).
+pub(crate) fn act_level(v: f32) -> i8 {
+    if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+        v.round_ties_even().clamp(-128.0, 127.0) as i8
+    } else {
+        c_float_to_i8(v.round()) as i8
     }
 }

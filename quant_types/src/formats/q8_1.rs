@@ -38,6 +38,20 @@ impl BlockFormat for BlockQ8_1 {
         }
     }
 
+    fn quantize_act_row(src: &[f32], dst: &mut [Self]) {
+        check_row::<Self>(src.len(), dst.len());
+        for (blk, x) in dst.iter_mut().zip(src.chunks_exact(32)) {
+            let (d, id) = crate::formats::q8_0::act_scale(x);
+            let mut sum = 0i32;
+            for (q, &v) in blk.qs.iter_mut().zip(x) {
+                *q = crate::formats::q8_0::act_level(v * id);
+                sum += *q as i32;
+            }
+            blk.d = f32_to_f16(d);
+            blk.s = f32_to_f16(sum as f32 * d);
+        }
+    }
+
     fn dequantize_row(src: &[Self], dst: &mut [f32]) {
         check_row::<Self>(dst.len(), src.len());
         for (blk, y) in src.iter().zip(dst.chunks_exact_mut(32)) {

@@ -106,7 +106,7 @@ fn typed<B: BlockFormat>(
         blocks
             .par_chunks_mut(apr)
             .zip(x.par_chunks(w.cols))
-            .for_each(|(dst, src)| A::<B>::quantize_row(src, dst));
+            .for_each(|(dst, src)| A::<B>::quantize_act_row(src, dst));
         bytemuck::cast_slice(&bytemuck::cast_slice::<u32, u8>(&s.acts)[..bytes])
     };
     let weights: &[B] = as_blocks(w.data, &mut s.aligned_weights);

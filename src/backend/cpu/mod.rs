@@ -3,5 +3,6 @@
 //! rayon.
 
 pub mod attention;
+pub mod kv_cache;
 pub mod matmul;
 pub mod ops;

@@ -1,11 +1,13 @@
 //! Element-wise and row-wise operations of the transformer graphs, in f32.
 
-/// out = x / rms(x) * w, per row of `dim`.
+/// out = x / rms(x) * w, per row of `dim`. The sum of squares is accumulated in f64, as ggml
+/// does: Qwen2's residual stream carries a few values in the thousands.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let dim = w.len();
     for (xr, or) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
-        let ss: f32 = xr.iter().map(|v| v * v).sum::<f32>() / dim as f32;
-        let inv = 1.0 / (ss + eps).sqrt();
+        let ss: f64 = xr.iter().map(|v| (v * v) as f64).sum::<f64>();
+        let mean = (ss / dim as f64) as f32;
+        let inv = 1.0 / (mean + eps).sqrt();
         for ((o, &v), &g) in or.iter_mut().zip(xr).zip(w) {
             *o = v * inv * g;
         }
