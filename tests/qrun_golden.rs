@@ -246,3 +246,65 @@ fn modernbert_encoder() {
 fn modernbert_sequence_classifier() {
     check_fixture("tiny-modernbert-cls");
 }
+
+/// The packed kernels (weights re-laid out at load, where the CPU has AVX-512 VNNI) against
+/// the per-row kernels on ggml's blocks in place: the same quantized model must give the same
+/// logits up to the order of float additions, which int8 activation rounding can amplify a
+/// little.
+#[test]
+fn packed_and_in_place_weights_agree() {
+    if !quant_types::packed::available() {
+        eprintln!("this CPU has no packed kernels: skipping");
+        return;
+    }
+    let Some(vocab) = vocab_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let tokens: Vec<u32> = (0..40u32).map(|i| (i * 7919 + 13) % 151_000).collect();
+    for preset in [
+        Preset::Q8_0,
+        Preset::Q4_K_M,
+        Preset::Q5_K_S,
+        Preset::IQ4_NL,
+        Preset::NF4,
+    ] {
+        let path = build(tmp.path(), "tiny-qwen2", &vocab, preset);
+        let logits = |pack: bool| {
+            let model = Model::load_with(&path, pack).unwrap();
+            let Arch::Qwen2(m) = &model.arch else {
+                unreachable!()
+            };
+            let mut st = m.new_state(64);
+            m.forward(&model.file, &mut st, &tokens, Output::AllLogits)
+                .unwrap();
+            st.logits[..tokens.len() * m.hp.n_vocab].to_vec()
+        };
+        let (a, b) = (logits(true), logits(false));
+        let max = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = a
+            .iter()
+            .zip(&b)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(
+            worst <= 2e-2 * max,
+            "{}: packed and in-place logits differ by {worst} (largest logit {max})",
+            preset.name()
+        );
+        let n_vocab = b.len() / tokens.len();
+        let argmax = |v: &[f32]| {
+            v.chunks(n_vocab)
+                .map(|r| (0..r.len()).fold(0, |best, i| if r[i] > r[best] { i } else { best }))
+                .collect::<Vec<_>>()
+        };
+        let same = argmax(&a)
+            .iter()
+            .zip(argmax(&b))
+            .filter(|(x, y)| **x == *y)
+            .count();
+        assert!(
+            same * 10 >= tokens.len() * 9,
+            "{}: same top token at {same} of {} positions",
+            preset.name(),
+            tokens.len()
+        );
+    }
+}

@@ -172,6 +172,20 @@ pub fn activation_type(ty: GgmlType) -> GgmlType {
     with_block!(ty, B => <<B as BlockFormat>::Act as BlockFormat>::TYPE)
 }
 
+/// Quantizes an activation row for products with weights of `ty`: blocks of
+/// [`activation_type`]`(ty)`, rounded as ggml's CPU backend rounds activations
+/// ([`BlockFormat::quantize_act_row`]).
+pub fn quantize_acts_for(ty: GgmlType, src: &[f32]) -> Result<Vec<u8>, QuantError> {
+    let act = activation_type(ty);
+    let mut out = vec![0u8; bytes_for(act, src.len())?];
+    with_block!(act, A => {
+        let mut blocks = vec![<A as bytemuck::Zeroable>::zeroed(); src.len() / A::BLOCK_ELEMS];
+        A::quantize_act_row(src, &mut blocks);
+        out.copy_from_slice(bytemuck::cast_slice(&blocks));
+    });
+    Ok(out)
+}
+
 /// Dot product of a weight row (`w`, bytes of `ty`) with an activation row already quantized to
 /// [`activation_type`]`(ty)` (`a`), over `n` elements, on `path`.
 pub fn vec_dot(

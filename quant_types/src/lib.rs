@@ -16,6 +16,7 @@ pub mod formats;
 pub mod fp;
 mod ggml_search;
 pub mod ggml_type;
+pub mod packed;
 pub mod simd;
 
 mod arch;

@@ -41,6 +41,24 @@ enum Command {
     Bench(BenchArgs),
     /// Perplexity of a text, and KL divergence against a saved baseline.
     Perplexity(PerplexityArgs),
+    /// Memory read bandwidth with -t threads: the roofline of decoding (GB/s; tokens/s = that
+    /// divided by the weight bytes read per token).
+    Bandwidth(BandwidthArgs),
+}
+
+#[derive(Args)]
+struct BandwidthArgs {
+    /// Threads (default: all cores).
+    #[arg(short, long)]
+    threads: Option<usize>,
+    /// Buffer size in MiB (far larger than the caches).
+    #[arg(long, default_value_t = 1024)]
+    mib: usize,
+    /// Bytes of weights read per token: also print the decode roofline in tokens/s.
+    #[arg(short, long)]
+    model: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Clone)]
@@ -174,6 +192,7 @@ fn main() {
         "embed",
         "bench",
         "perplexity",
+        "bandwidth",
         "help",
     ];
     if args.len() > 1
@@ -222,7 +241,45 @@ fn run(cmd: Command) -> Result<()> {
         Command::Embed(a) => batch_job(a, false),
         Command::Bench(a) => bench(a),
         Command::Perplexity(a) => ppl(a),
+        Command::Bandwidth(a) => bandwidth(a),
     }
+}
+
+fn bandwidth(a: BandwidthArgs) -> Result<()> {
+    if let Some(t) = a.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t.max(1))
+            .build_global()
+            .context("setting the thread count")?;
+    }
+    let bps = qgguf::bench::bandwidth::read_bandwidth(a.mib << 20, 5);
+    let threads = rayon::current_num_threads();
+    // Decoding reads every tensor but the embedding table once per token (the table is read by
+    // row; when the output head shares it, the head reads it whole).
+    let per_token = match &a.model {
+        Some(p) => Some(qgguf::model::weight_bytes_per_token(p)?),
+        None => None,
+    };
+    let roofline = per_token.map(|b| bps / b as f64);
+    if a.json {
+        println!(
+            "{}",
+            json!({"threads": threads, "read_gbps": bps / 1e9, "bytes_per_token": per_token,
+                   "roofline_tps": roofline})
+        );
+    } else {
+        println!(
+            "read bandwidth with {threads} threads: {:.1} GB/s",
+            bps / 1e9
+        );
+        if let (Some(b), Some(r)) = (per_token, roofline) {
+            println!(
+                "weights read per token: {:.1} MiB; decode roofline: {r:.1} tokens/s",
+                b as f64 / (1 << 20) as f64
+            );
+        }
+    }
+    Ok(())
 }
 
 fn read_prompt(prompt: Option<String>, file: Option<&Path>) -> Result<String> {

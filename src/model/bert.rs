@@ -46,7 +46,12 @@ pub struct Bert {
 
 impl Bert {
     pub fn load(f: &GgufFile) -> Result<Bert> {
-        let l = Loader { f };
+        Self::load_with(f, super::weights::packing_enabled())
+    }
+
+    /// Loads with packed weights (`pack`, where the CPU has the kernels) or weights in place.
+    pub fn load_with(f: &GgufFile, pack: bool) -> Result<Bert> {
+        let l = Loader { f, pack };
         let a = "bert";
         let n_embd = l.hp(a, "embedding_length")?;
         let n_head = l.hp(a, "attention.head_count")?;
@@ -168,8 +173,12 @@ impl Bert {
                 sized(&mut st.v, n * e),
             );
             layer.q.forward(f, &st.x[..n * e], n, q, &mut st.scratch)?;
-            layer.k.forward(f, &st.x[..n * e], n, k, &mut st.scratch)?;
-            layer.v.forward(f, &st.x[..n * e], n, v, &mut st.scratch)?;
+            layer
+                .k
+                .forward_same_input(f, &st.x[..n * e], n, k, &mut st.scratch)?;
+            layer
+                .v
+                .forward_same_input(f, &st.x[..n * e], n, v, &mut st.scratch)?;
             let att = sized(&mut st.att, n * e);
             for seq in &batch.seqs {
                 let r = seq.start * e..seq.end * e;

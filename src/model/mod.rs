@@ -24,11 +24,17 @@ pub struct Model {
 
 impl Model {
     pub fn load(path: &Path) -> Result<Model> {
+        Self::load_with(path, weights::packing_enabled())
+    }
+
+    /// Loads with weights packed for the CPU's kernels (`pack`, where available) or read in
+    /// place from the map.
+    pub fn load_with(path: &Path, pack: bool) -> Result<Model> {
         let file = GgufFile::open(path)?;
         let arch = match file.architecture()? {
-            "qwen2" => Arch::Qwen2(qwen2::Qwen2::load(&file)?),
-            "bert" => Arch::Bert(bert::Bert::load(&file)?),
-            "modern-bert" => Arch::ModernBert(modern_bert::ModernBert::load(&file)?),
+            "qwen2" => Arch::Qwen2(qwen2::Qwen2::load_with(&file, pack)?),
+            "bert" => Arch::Bert(bert::Bert::load_with(&file, pack)?),
+            "modern-bert" => Arch::ModernBert(modern_bert::ModernBert::load_with(&file, pack)?),
             other => bail!(
                 "{}: architecture '{other}' is not supported (qrun runs qwen2, bert and modern-bert)",
                 path.display()
@@ -88,4 +94,18 @@ impl Model {
             }
         }
     }
+}
+
+/// Bytes of weights a decoder reads per generated token: every tensor once, except the token
+/// embedding table, of which one row is read, unless the output head shares it (no
+/// `output.weight`), in which case the head reads it whole. The denominator of the decode
+/// roofline.
+pub fn weight_bytes_per_token(path: &Path) -> Result<u64> {
+    let f = GgufFile::open(path)?;
+    let tied = f.tensor("output.weight").is_none();
+    Ok(f.tensors()
+        .iter()
+        .filter(|t| tied || t.name != "token_embd.weight")
+        .map(|t| t.nbytes)
+        .sum())
 }

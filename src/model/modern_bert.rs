@@ -49,7 +49,12 @@ pub struct ModernBert {
 
 impl ModernBert {
     pub fn load(f: &GgufFile) -> Result<ModernBert> {
-        let l = Loader { f };
+        Self::load_with(f, super::weights::packing_enabled())
+    }
+
+    /// Loads with packed weights (`pack`, where the CPU has the kernels) or weights in place.
+    pub fn load_with(f: &GgufFile, pack: bool) -> Result<ModernBert> {
+        let l = Loader { f, pack };
         let a = "modern-bert";
         let n_embd = l.hp(a, "embedding_length")?;
         let n_head = l.hp(a, "attention.head_count")?;

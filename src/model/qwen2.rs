@@ -92,7 +92,12 @@ impl DecoderState {
 
 impl Qwen2 {
     pub fn load(f: &GgufFile) -> Result<Qwen2> {
-        let l = Loader { f };
+        Self::load_with(f, super::weights::packing_enabled())
+    }
+
+    /// Loads with packed weights (`pack`, where the CPU has the kernels) or weights in place.
+    pub fn load_with(f: &GgufFile, pack: bool) -> Result<Qwen2> {
+        let l = Loader { f, pack };
         let a = "qwen2";
         let n_embd = l.hp(a, "embedding_length")?;
         let n_head = l.hp(a, "attention.head_count")?;
@@ -229,9 +234,9 @@ impl Qwen2 {
             let q = sized(&mut st.q, n * e);
             layer.q.forward(f, h, n, q, &mut st.scratch)?;
             let kn = sized(&mut st.kn, n * kv);
-            layer.k.forward(f, h, n, kn, &mut st.scratch)?;
+            layer.k.forward_same_input(f, h, n, kn, &mut st.scratch)?;
             let vn = sized(&mut st.vn, n * kv);
-            layer.v.forward(f, h, n, vn, &mut st.scratch)?;
+            layer.v.forward_same_input(f, h, n, vn, &mut st.scratch)?;
             for t in 0..n {
                 ops::rope_neox(
                     &mut q[t * e..(t + 1) * e],
@@ -257,7 +262,7 @@ impl Qwen2 {
             let gate = sized(&mut st.gate, n * ff);
             layer.gate.forward(f, h, n, gate, &mut st.scratch)?;
             let up = sized(&mut st.up, n * ff);
-            layer.up.forward(f, h, n, up, &mut st.scratch)?;
+            layer.up.forward_same_input(f, h, n, up, &mut st.scratch)?;
             for (g, &u) in gate.iter_mut().zip(up.iter()) {
                 *g = ops::silu(*g) * u;
             }

@@ -5,30 +5,68 @@ use crate::backend::cpu::matmul::{self, Scratch, WeightView};
 use crate::backend::cpu::ops;
 use crate::gguf::{GgufFile, TensorInfo};
 use anyhow::{bail, Context, Result};
+use quant_types::packed::{self, PackedMatrix};
 use quant_types::{dynamic, GgmlType};
+use rayon::prelude::*;
+use std::sync::Arc;
 
-/// A weight matrix: `rows` output features of `cols` inputs.
+/// A weight matrix: `rows` output features of `cols` inputs. Read in place from the file's map,
+/// or, where the CPU has the packed kernels, from a packed copy made at load time (the map's
+/// pages of the tensor are then released, so memory stays about the file's size).
 #[derive(Clone, Debug)]
 pub struct Mat {
     pub info: TensorInfo,
     pub ty: GgmlType,
     pub rows: usize,
     pub cols: usize,
+    pub packed: Option<Arc<PackedMatrix>>,
 }
 
 impl Mat {
-    pub fn view<'a>(&self, f: &'a GgufFile) -> WeightView<'a> {
+    pub fn view<'a>(&'a self, f: &'a GgufFile) -> WeightView<'a> {
         WeightView {
             ty: self.ty,
             rows: self.rows,
             cols: self.cols,
-            data: f.tensor_data(&self.info),
+            // The packed copy replaces the file's bytes: never touch released pages.
+            data: if self.packed.is_some() {
+                &[]
+            } else {
+                f.tensor_data(&self.info)
+            },
+            packed: self.packed.as_deref(),
         }
     }
 
     pub fn row(&self, f: &GgufFile, r: usize, out: &mut [f32]) -> Result<()> {
         matmul::dequantize_row(&self.view(f), r, out)
     }
+
+    /// Replaces the in-place weights by a packed copy when the CPU and type allow it and
+    /// `QGGUF_NO_PACK` is unset, then releases the tensor's pages of the map.
+    fn pack(&mut self, f: &GgufFile) {
+        if !packed::available() || !packed::supports(self.ty) {
+            return;
+        }
+        let Some(mut m) = PackedMatrix::alloc(self.ty, self.rows, self.cols) else {
+            return;
+        };
+        let (ty, cols) = (self.ty, self.cols);
+        let src = f.tensor_data(&self.info);
+        let (src_row, dst_row) = (ty.row_bytes(cols).expect("validated"), m.row_bytes());
+        m.bytes_mut()
+            .par_chunks_exact_mut(dst_row)
+            .zip(src.par_chunks_exact(src_row))
+            .for_each(|(dst, src)| packed::pack_row(ty, cols, src, dst));
+        f.release(&self.info);
+        self.packed = Some(Arc::new(m));
+    }
+}
+
+/// Whether weights are packed at load: the CPU has the kernels, and `QGGUF_NO_PACK` (for
+/// measuring the difference) is unset.
+pub fn packing_enabled() -> bool {
+    packed::available() && std::env::var("QGGUF_NO_PACK").map_or(true, |v| v.is_empty() || v == "0")
 }
 
 /// A linear layer: y = x W^T (+ b).
@@ -55,6 +93,24 @@ impl Linear {
         Ok(())
     }
 
+    /// As [`Linear::forward`] on the same `x` as the previous call with `s`, whose quantized
+    /// activations it may reuse; `x` must not have changed since.
+    pub fn forward_same_input(
+        &self,
+        f: &GgufFile,
+        x: &[f32],
+        n: usize,
+        y: &mut [f32],
+        s: &mut Scratch,
+    ) -> Result<()> {
+        matmul::matmul_same_input(&self.w.view(f), x, n, y, s)
+            .with_context(|| format!("tensor '{}'", self.w.info.name))?;
+        if let Some(b) = &self.b {
+            ops::add_bias(y, b);
+        }
+        Ok(())
+    }
+
     pub fn rows(&self) -> usize {
         self.w.rows
     }
@@ -69,6 +125,8 @@ pub struct Norm {
 
 pub struct Loader<'a> {
     pub f: &'a GgufFile,
+    /// Pack matrices for the CPU's packed kernels (see [`packing_enabled`]).
+    pub pack: bool,
 }
 
 impl<'a> Loader<'a> {
@@ -109,12 +167,17 @@ impl<'a> Loader<'a> {
                 info.dims
             );
         }
-        Ok(Mat {
+        let mut m = Mat {
             info: info.clone(),
             ty: self.ty(info)?,
             rows,
             cols,
-        })
+            packed: None,
+        };
+        if self.pack {
+            m.pack(self.f);
+        }
+        Ok(m)
     }
 
     /// A vector of `len` values, dequantized to f32.

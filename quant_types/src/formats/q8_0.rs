@@ -101,7 +101,8 @@ pub(crate) fn act_scale(x: &[f32]) -> (f32, f32) {
 /// One activation level: SIMD paths round half to even (the reference rounds half away).
 pub(crate) fn act_level(v: f32) -> i8 {
     if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
-        v.round_ties_even().clamp(-128.0, 127.0) as i8
+        // Half to even without a libm call (|v| <= 128 here, well inside the trick's range).
+        crate::ggml_search::nearest_int(v).clamp(-128, 127) as i8
     } else {
         c_float_to_i8(v.round()) as i8
     }

@@ -1,9 +1,10 @@
 //! The decoder's KV cache: per layer, keys and values of every cached position, in f16 (the
 //! default, as llama.cpp's `-ctk f16 -ctv f16`) or f32 (exact against f32 references).
 
-use super::attention::{self, Heads, KvElem};
+use super::attention::{self, Heads};
 use anyhow::{bail, Result};
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 /// Element type of the cache.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -23,6 +24,9 @@ pub struct KvCache {
     store: Store,
     row: usize,
     ctx: usize,
+    /// f32 copies of one layer's f16 keys and values for the attention kernels.
+    k32: Vec<f32>,
+    v32: Vec<f32>,
 }
 
 impl KvCache {
@@ -35,7 +39,13 @@ impl KvCache {
             KvType::F16 => Store::F16(alloc(f16::ZERO, layers, n), alloc(f16::ZERO, layers, n)),
             KvType::F32 => Store::F32(alloc(0.0, layers, n), alloc(0.0, layers, n)),
         };
-        KvCache { store, row, ctx }
+        KvCache {
+            store,
+            row,
+            ctx,
+            k32: Vec::new(),
+            v32: Vec::new(),
+        }
     }
 
     /// Bytes held.
@@ -59,12 +69,12 @@ impl KvCache {
         let range = pos0 * self.row..(pos0 + n) * self.row;
         match &mut self.store {
             Store::F16(ks, vs) => {
-                f16::write(k, &mut ks[layer][range.clone()]);
-                f16::write(v, &mut vs[layer][range]);
+                ks[layer][range.clone()].convert_from_f32_slice(k);
+                vs[layer][range].convert_from_f32_slice(v);
             }
             Store::F32(ks, vs) => {
-                f32::write(k, &mut ks[layer][range.clone()]);
-                f32::write(v, &mut vs[layer][range]);
+                ks[layer][range.clone()].copy_from_slice(k);
+                vs[layer][range].copy_from_slice(v);
             }
         }
         Ok(())
@@ -72,7 +82,7 @@ impl KvCache {
 
     /// Causal attention of `n` queries at `pos0..pos0+n` over the cached positions of `layer`.
     pub fn attend(
-        &self,
+        &mut self,
         layer: usize,
         q: &[f32],
         n: usize,
@@ -83,10 +93,54 @@ impl KvCache {
         let end = (pos0 + n) * self.row;
         match &self.store {
             Store::F16(k, v) => {
-                attention::causal(q, &k[layer][..end], &v[layer][..end], n, pos0, heads, out)
+                // Converted once per call rather than once per (query, key) pair.
+                self.k32.resize(end, 0.0);
+                self.v32.resize(end, 0.0);
+                k[layer][..end].convert_to_f32_slice(&mut self.k32);
+                v[layer][..end].convert_to_f32_slice(&mut self.v32);
+                attention::causal(q, &self.k32, &self.v32, n, pos0, heads, out)
             }
             Store::F32(k, v) => {
                 attention::causal(q, &k[layer][..end], &v[layer][..end], n, pos0, heads, out)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::attention::tests::{data, naive};
+
+    #[test]
+    fn f16_cache_attends_over_rounded_keys_and_values() {
+        let h = Heads {
+            n_head: 4,
+            n_head_kv: 2,
+            head_dim: 16,
+        };
+        let row = h.n_head_kv * h.head_dim;
+        let q_dim = h.n_head * h.head_dim;
+        let mut cache = KvCache::new(KvType::F16, 2, 8, row);
+        assert_eq!(cache.bytes(), 2 * 2 * 8 * row * 2);
+        let k = data(6 * row, 3);
+        let v = data(6 * row, 5);
+        // Two calls: 4 positions, then 2 more at positions 4 and 5.
+        cache.write(1, 0, &k[..4 * row], &v[..4 * row]).unwrap();
+        cache.write(1, 4, &k[4 * row..], &v[4 * row..]).unwrap();
+        assert!(cache.write(1, 7, &k[..2 * row], &v[..2 * row]).is_err());
+        let q = data(2 * q_dim, 9);
+        let mut out = vec![0.0; 2 * q_dim];
+        cache.attend(1, &q, 2, 4, h, &mut out);
+        let round =
+            |x: &[f32]| -> Vec<f32> { x.iter().map(|&v| f16::from_f32(v).to_f32()).collect() };
+        let (kr, vr) = (round(&k), round(&v));
+        for t in 0..2 {
+            for head in 0..4 {
+                let want = naive(&q, &kr, &vr, h, t, head, 0..4 + t + 1);
+                for (a, b) in out[t * q_dim + head * 16..][..16].iter().zip(&want) {
+                    assert!((a - b).abs() < 1e-5, "t{t} head{head}: {a} vs {b}");
+                }
             }
         }
     }

@@ -4,6 +4,7 @@
 //! by output rows. Weights are read in place from the memory map.
 
 use anyhow::{bail, Result};
+use quant_types::packed::{self, PackedActs, PackedMatrix};
 use quant_types::*;
 use rayon::prelude::*;
 
@@ -14,7 +15,9 @@ pub struct WeightView<'a> {
     pub ty: GgmlType,
     pub rows: usize,
     pub cols: usize,
+    /// The blocks as in the file (empty when `packed` holds the weights).
     pub data: &'a [u8],
+    pub packed: Option<&'a PackedMatrix>,
 }
 
 /// Reusable buffers of one forward pass, so that decoding allocates nothing per token.
@@ -26,6 +29,9 @@ pub struct Scratch {
     transposed: Vec<f32>,
     /// Weight rows copied when the map is not aligned for the block type (rare).
     aligned_weights: Vec<u32>,
+    /// Activations unpacked for the packed kernels, and the input they were made from.
+    packed_acts: PackedActs,
+    packed_from: Option<(usize, usize, usize)>,
 }
 
 fn as_blocks<'a, B: bytemuck::Pod>(bytes: &'a [u8], storage: &'a mut Vec<u32>) -> &'a [B] {
@@ -42,6 +48,21 @@ fn as_blocks<'a, B: bytemuck::Pod>(bytes: &'a [u8], storage: &'a mut Vec<u32>) -
 
 /// y[t][o] = sum_i W[o][i] * x[t][i] for t in 0..n. `x` is n rows of `cols`, `y` n rows of `rows`.
 pub fn matmul(w: &WeightView, x: &[f32], n: usize, y: &mut [f32], s: &mut Scratch) -> Result<()> {
+    s.packed_from = None;
+    matmul_same_input(w, x, n, y, s)
+}
+
+/// As [`matmul`], but reuses the activations quantized by the previous call on `s` when it had
+/// the same `x` (same buffer and length) and the same activation format: for the projections
+/// that share an input (Q, K and V; gate and up). The caller guarantees `x` was not modified
+/// since that call.
+pub fn matmul_same_input(
+    w: &WeightView,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    s: &mut Scratch,
+) -> Result<()> {
     if x.len() != n * w.cols || y.len() != n * w.rows {
         bail!(
             "matmul shapes: weight [{} x {}], input {} values for {n} rows, output {}",
@@ -51,6 +72,10 @@ pub fn matmul(w: &WeightView, x: &[f32], n: usize, y: &mut [f32], s: &mut Scratc
             y.len()
         );
     }
+    if let Some(p) = w.packed {
+        return packed_matmul(p, x, n, y, s);
+    }
+    s.packed_from = None;
     macro_rules! go {
         ($B:ty) => {
             typed::<$B>(w, x, n, y, s)
@@ -142,8 +167,57 @@ fn typed<B: BlockFormat>(
     Ok(())
 }
 
+/// The product on packed weights: activations quantized once, rows split over threads in
+/// chunks; each chunk runs the register-tiled kernel over all tokens.
+fn packed_matmul(
+    w: &PackedMatrix,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    s: &mut Scratch,
+) -> Result<()> {
+    let key = (x.as_ptr() as usize, x.len(), n);
+    if s.packed_from != Some(key) || !s.packed_acts.serves(w.ty()) {
+        s.packed_acts.quantize(w.ty(), x, n, w.cols());
+        s.packed_from = Some(key);
+    }
+    let rows = w.rows();
+    let threads = rayon::current_num_threads().max(1);
+    // Chunks of whole register tiles (12 rows), enough of them to balance the threads.
+    let rows_per_chunk = rows.div_ceil(threads * 4).div_ceil(12).max(1) * 12;
+    let acts = &s.packed_acts;
+    let out: &mut [f32] = if n == 1 {
+        y
+    } else {
+        s.transposed.clear();
+        s.transposed.resize(n * rows, 0.0);
+        &mut s.transposed
+    };
+    out.par_chunks_mut(rows_per_chunk * n)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let start = c * rows_per_chunk;
+            packed::gemm(w, start..start + chunk.len() / n, acts, chunk);
+        });
+    if n > 1 {
+        for (o, col) in s.transposed.chunks(n).enumerate() {
+            for (t, &v) in col.iter().enumerate() {
+                y[t * rows + o] = v;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Dequantizes row `r` of a matrix (an embedding lookup).
 pub fn dequantize_row(w: &WeightView, r: usize, out: &mut [f32]) -> Result<()> {
+    if let Some(p) = w.packed {
+        if r >= w.rows {
+            bail!("row {r} out of range ({} rows)", w.rows);
+        }
+        p.dequantize_row(r, out);
+        return Ok(());
+    }
     let row_bytes = w.ty.row_bytes(w.cols).expect("validated at load");
     if r >= w.rows {
         bail!("row {r} out of range ({} rows)", w.rows);
@@ -182,31 +256,42 @@ mod tests {
             for (dst, src) in wq.chunks_mut(cols).zip(data.chunks(row_bytes)) {
                 dynamic::dequantize(ty, src, dst).unwrap();
             }
-            let w = WeightView {
-                ty,
-                rows,
-                cols,
-                data: &data,
+            // Blocks in place, and the packed copy where this CPU and type have one.
+            let packed = if packed::available() {
+                PackedMatrix::pack(ty, rows, cols, &data)
+            } else {
+                None
             };
-            let mut y = vec![0f32; n * rows];
-            matmul(&w, &x, n, &mut y, &mut Scratch::default()).unwrap();
-            for t in 0..n {
-                for o in 0..rows {
-                    let exact: f32 = (0..cols).map(|i| wq[o * cols + i] * x[t * cols + i]).sum();
-                    let scale: f32 = (0..cols)
-                        .map(|i| (wq[o * cols + i] * x[t * cols + i]).abs())
-                        .sum();
-                    // Activations are quantized to 8 bits for quantized weights: 1% of the magnitude.
-                    let tol = if matches!(ty, GgmlType::F32 | GgmlType::F16) {
-                        1e-5
-                    } else {
-                        2e-2
-                    } * scale;
-                    assert!(
-                        (y[t * rows + o] - exact).abs() <= tol,
-                        "{ty} t{t} o{o}: {} vs {exact}",
-                        y[t * rows + o]
-                    );
+            for p in [None, packed.as_ref()] {
+                let w = WeightView {
+                    ty,
+                    rows,
+                    cols,
+                    data: if p.is_some() { &[] } else { &data },
+                    packed: p,
+                };
+                let mut y = vec![0f32; n * rows];
+                matmul(&w, &x, n, &mut y, &mut Scratch::default()).unwrap();
+                for t in 0..n {
+                    for o in 0..rows {
+                        let exact: f32 =
+                            (0..cols).map(|i| wq[o * cols + i] * x[t * cols + i]).sum();
+                        let scale: f32 = (0..cols)
+                            .map(|i| (wq[o * cols + i] * x[t * cols + i]).abs())
+                            .sum();
+                        // Activations are quantized to 8 bits for quantized weights: 1% of the magnitude.
+                        let tol = if matches!(ty, GgmlType::F32 | GgmlType::F16) {
+                            1e-5
+                        } else {
+                            2e-2
+                        } * scale;
+                        assert!(
+                            (y[t * rows + o] - exact).abs() <= tol,
+                            "{ty} (packed: {}) t{t} o{o}: {} vs {exact}",
+                            p.is_some(),
+                            y[t * rows + o]
+                        );
+                    }
                 }
             }
         }

@@ -6,3 +6,4 @@ pub mod attention;
 pub mod kv_cache;
 pub mod matmul;
 pub mod ops;
+pub mod simd_f32;

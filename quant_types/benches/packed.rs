@@ -1,0 +1,88 @@
+//! The packed kernels against ggml-layout dot products, one thread:
+//! - `gemv/{type}`: one activation row (decode), GB/s of the file's weight bytes, for the best
+//!   `vec_dot` path on ggml's blocks and for the packed kernel. 16 rows of 4096 weights stay in
+//!   L2, so the figures measure instructions, not DRAM.
+//! - `gemm/{type}`: 64 activation rows (prefill), billions of multiply-adds per second.
+//!
+//! cargo bench -p quant_types --bench packed
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use quant_types::packed::{self, PackedActs, PackedMatrix};
+use quant_types::*;
+use std::hint::black_box;
+use std::time::Duration;
+
+const N: usize = 4096;
+const ROWS: usize = 16;
+const TOKENS: usize = 64;
+
+fn floats(seed: u32, n: usize) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s as f32 / u32::MAX as f32 - 0.5) * 0.1
+        })
+        .collect()
+}
+
+fn bench_type(c: &mut Criterion, ty: GgmlType) {
+    let row_bytes = ty.row_bytes(N).unwrap();
+    let mut w = vec![0u8; ROWS * row_bytes];
+    dynamic::quantize(ty, &floats(1, ROWS * N), &mut w).unwrap();
+    let path = SimdPath::best();
+    let x = floats(2, TOKENS * N);
+    let acts_one = dynamic::quantize_acts_for(ty, &x[..N]).unwrap();
+
+    let mut g = c.benchmark_group(format!("gemv/{ty}"));
+    g.throughput(Throughput::Bytes(w.len() as u64));
+    g.bench_function(BenchmarkId::new("vec_dot", path), |b| {
+        b.iter(|| {
+            let mut sum = 0.0f32;
+            for row in w.chunks_exact(row_bytes) {
+                sum += dynamic::vec_dot(ty, path, N, black_box(row), black_box(&acts_one)).unwrap();
+            }
+            sum
+        })
+    });
+    let Some(m) = PackedMatrix::pack(ty, ROWS, N, &w).filter(|_| packed::available()) else {
+        g.finish();
+        return;
+    };
+    let mut acts = PackedActs::default();
+    acts.quantize(ty, &x[..N], 1, N);
+    let mut out = vec![0f32; ROWS];
+    g.bench_function("packed", |b| {
+        b.iter(|| packed::gemm(black_box(&m), 0..ROWS, black_box(&acts), &mut out))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group(format!("gemm/{ty}"));
+    g.throughput(Throughput::Elements((ROWS * N * TOKENS) as u64));
+    let mut acts = PackedActs::default();
+    acts.quantize(ty, &x, TOKENS, N);
+    let mut out = vec![0f32; ROWS * TOKENS];
+    g.bench_function("packed", |b| {
+        b.iter(|| packed::gemm(black_box(&m), 0..ROWS, black_box(&acts), &mut out))
+    });
+    g.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    use GgmlType::*;
+    for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, NF4, Q4_K, Q5_K, Q6_K] {
+        bench_type(c, ty);
+    }
+}
+
+criterion_group! {
+    name = packed_kernels;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .sample_size(20);
+    targets = benches
+}
+criterion_main!(packed_kernels);

@@ -1,0 +1,241 @@
+//! Weight rows re-laid out at load time for the CPU's integer matrix kernels, and activations
+//! unpacked to match. The file format stays llama.cpp's: this is an in-memory copy, the same
+//! size as the file's blocks to within a few percent, built once per model load.
+//!
+//! Why: a dot product on ggml's own blocks spends most of its instructions on bookkeeping that
+//! does not depend on the activations: converting one f16 scale per 32 weights, splitting nibbles
+//! that ggml stores in an order made for 128-bit registers, gathering the fifth bits of Q5 types.
+//! The packed layouts put sixteen block scales side by side (one conversion instruction for all
+//! of them), store nibbles so that one broadcast, one shift and one mask give 64 weights in
+//! element order, and store high bits as 64-bit masks. Every weight becomes an unsigned level
+//! `u` with `w = A * u + B` per sub-block, so one `vpdpbusd` multiplies 64 of them by 64 signed
+//! activation levels; the `B` terms (offsets and minimums) are applied once per sub-block
+//! through the activation sums that ggml's activation blocks already carry.
+//!
+//! Numerics: activations are quantized exactly as for [`crate::BlockFormat::vec_dot`] (the
+//! weight type's own activation format, ggml's rounding), and every sub-block product is exact
+//! in integers, so results equal the scalar reference up to the order of float additions.
+//!
+//! [`gemm_ref`] is a plain-Rust implementation over the packed layout: the reference the SIMD
+//! kernels are tested against, and the proof that packing loses nothing.
+
+mod layout;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+pub use layout::{pack_row, packed_row_bytes, PackedMatrix};
+
+use crate::formats::*;
+use crate::{BlockFormat, GgmlType};
+use std::ops::Range;
+
+/// Elements per packed group, the unit of the kernels' scale and bias vectors; activation rows
+/// are padded to a multiple of it.
+pub const GROUP: usize = 512;
+
+/// Whether `ty` has a packed layout.
+pub fn supports(ty: GgmlType) -> bool {
+    use GgmlType::*;
+    matches!(
+        ty,
+        Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | IQ4_NL | NF4 | Q4_K | Q5_K | Q6_K
+    )
+}
+
+/// Whether this CPU runs the packed kernels (x86-64 with AVX-512 F/BW/VL/DQ; VNNI is used when
+/// present). Elsewhere callers keep ggml's blocks and [`crate::BlockFormat::vec_dot`].
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        x86::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Activation rows unpacked for the packed kernels: levels, the scale of every 32 levels, and
+/// per sub-block `scale * sum(levels)` (the factor of the weights' offset and minimum terms).
+#[derive(Default, Clone)]
+pub struct PackedActs {
+    pub(crate) n: usize,
+    pub(crate) cols: usize,
+    /// Padded row length: a multiple of [`GROUP`].
+    pub(crate) kp: usize,
+    pub(crate) q: Vec<i8>,
+    /// Scale of each 32 levels (for 256-blocks, the block's scale repeated).
+    pub(crate) s32: Vec<f32>,
+    /// scale * sum of levels, per 32 levels (Q8_1: ggml's f16-rounded `s`).
+    pub(crate) c32: Vec<f32>,
+    /// scale * sum of levels, per 16 levels (Q8_K's `bsums`; Q6_K's offsets need them).
+    pub(crate) c16: Vec<f32>,
+    /// The weight type these were quantized for.
+    pub(crate) for_type: Option<GgmlType>,
+    blocks: Vec<u32>,
+}
+
+impl PackedActs {
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Whether these activations serve weights of type `ty` (same activation format).
+    pub fn serves(&self, ty: GgmlType) -> bool {
+        let act = crate::dynamic::activation_type;
+        self.for_type.map(act) == Some(act(ty))
+    }
+
+    /// Quantizes `n` rows of `cols` floats for products with weights of type `ty`, reusing this
+    /// value's buffers.
+    pub fn quantize(&mut self, ty: GgmlType, x: &[f32], n: usize, cols: usize) {
+        assert!(supports(ty), "{ty} has no packed layout");
+        assert_eq!(x.len(), n * cols, "activation shape");
+        let kp = cols.div_ceil(GROUP) * GROUP;
+        self.n = n;
+        self.cols = cols;
+        self.kp = kp;
+        self.for_type = Some(ty);
+        resize(&mut self.q, n * kp, 0);
+        resize(&mut self.s32, n * kp / 32, 0.0);
+        resize(&mut self.c32, n * kp / 32, 0.0);
+        resize(&mut self.c16, n * kp / 16, 0.0);
+        match ty {
+            GgmlType::Q4_1 | GgmlType::Q5_1 => self.fill::<BlockQ8_1>(x, |b, q, s32, c32, c16| {
+                let d = crate::fp::f16_to_f32(b.d);
+                q.copy_from_slice(&b.qs);
+                s32[0] = d;
+                c32[0] = crate::fp::f16_to_f32(b.s);
+                for (h, c) in c16.iter_mut().enumerate() {
+                    c[0] = d * b.qs[16 * h..16 * h + 16]
+                        .iter()
+                        .map(|&v| v as i32)
+                        .sum::<i32>() as f32;
+                }
+            }),
+            GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
+                self.fill::<BlockQ8K>(x, |b, q, s32, c32, c16| {
+                    q.copy_from_slice(&b.qs);
+                    for j in 0..8 {
+                        s32[j] = b.d;
+                        c32[j] = b.d * (b.bsums[2 * j] as i32 + b.bsums[2 * j + 1] as i32) as f32;
+                    }
+                    for (c, &s) in c16.iter_mut().zip(&b.bsums) {
+                        c[0] = b.d * s as f32;
+                    }
+                })
+            }
+            _ => self.fill::<BlockQ8_0>(x, |b, q, s32, c32, c16| {
+                let d = crate::fp::f16_to_f32(b.d);
+                q.copy_from_slice(&b.qs);
+                s32[0] = d;
+                let sum =
+                    |r: std::ops::Range<usize>| b.qs[r].iter().map(|&v| v as i32).sum::<i32>();
+                c32[0] = d * sum(0..32) as f32;
+                c16[0][0] = d * sum(0..16) as f32;
+                c16[1][0] = d * sum(16..32) as f32;
+            }),
+        }
+    }
+
+    /// Quantizes every row to blocks of `A` (ggml's activation rounding), then hands each block
+    /// to `unpack` with its slices of the packed arrays.
+    fn fill<A: BlockFormat>(
+        &mut self,
+        x: &[f32],
+        unpack: impl Fn(&A, &mut [i8], &mut [f32], &mut [f32], &mut [[f32; 1]]),
+    ) {
+        let (cols, kp) = (self.cols, self.kp);
+        let per_row = cols / A::BLOCK_ELEMS;
+        let bytes = per_row * A::BLOCK_BYTES;
+        resize(&mut self.blocks, bytes.div_ceil(4), 0);
+        let e = A::BLOCK_ELEMS;
+        for t in 0..self.n {
+            let blocks: &mut [A] = bytemuck::cast_slice_mut(
+                &mut bytemuck::cast_slice_mut::<u32, u8>(&mut self.blocks)[..bytes],
+            );
+            A::quantize_act_row(&x[t * cols..(t + 1) * cols], blocks);
+            let q = &mut self.q[t * kp..(t + 1) * kp];
+            let s32 = &mut self.s32[t * kp / 32..(t + 1) * kp / 32];
+            let c32 = &mut self.c32[t * kp / 32..(t + 1) * kp / 32];
+            let c16 = &mut self.c16[t * kp / 16..(t + 1) * kp / 16];
+            // Padding past `cols` stays zero: padded weights meet zero activations.
+            q[cols..].fill(0);
+            s32[cols / 32..].fill(0.0);
+            c32[cols / 32..].fill(0.0);
+            c16[cols / 16..].fill(0.0);
+            let c16: &mut [[f32; 1]] = bytemuck::cast_slice_mut(c16);
+            for (i, b) in blocks.iter().enumerate() {
+                unpack(
+                    b,
+                    &mut q[i * e..(i + 1) * e],
+                    &mut s32[i * e / 32..(i + 1) * e / 32],
+                    &mut c32[i * e / 32..(i + 1) * e / 32],
+                    &mut c16[i * e / 16..(i + 1) * e / 16],
+                );
+            }
+        }
+    }
+}
+
+fn resize<T: Copy>(v: &mut Vec<T>, n: usize, zero: T) {
+    v.clear();
+    v.resize(n, zero);
+}
+
+fn check(w: &PackedMatrix, rows: &Range<usize>, a: &PackedActs, out: &[f32]) {
+    assert!(rows.end <= w.rows(), "row range past the matrix");
+    assert!(
+        a.serves(w.ty()),
+        "activations quantized for {:?}, not for {}",
+        a.for_type,
+        w.ty()
+    );
+    assert_eq!(a.cols, w.cols(), "activation length");
+    assert_eq!(out.len(), rows.len() * a.n, "output length");
+}
+
+/// out[(r - rows.start) * n + t] = row r of `w` . activation row t, on the packed kernels.
+pub fn gemm(w: &PackedMatrix, rows: Range<usize>, a: &PackedActs, out: &mut [f32]) {
+    check(w, &rows, a, out);
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        // SAFETY: the CPU has the instructions (checked above); shapes were checked by `check`,
+        // and packed rows and activation rows are padded as the kernels read them.
+        unsafe { x86::gemm(w, rows, a, out) };
+        return;
+    }
+    gemm_ref(w, rows, a, out)
+}
+
+/// The same product in plain Rust over the packed layout.
+pub fn gemm_ref(w: &PackedMatrix, rows: Range<usize>, a: &PackedActs, out: &mut [f32]) {
+    check(w, &rows, a, out);
+    let mut u = vec![0u8; a.kp];
+    let mut scale = vec![0f32; a.kp / 16];
+    let mut bias = vec![0f32; a.kp / 16];
+    for (ri, r) in rows.enumerate() {
+        // Per row: levels, the weight scale of every 16 levels, and the bias of every 16 levels
+        // (each bias counts once per 16, against c16; 32-granular biases are split in halves
+        // that share the scale, which is exact).
+        layout::unpack_row(w, r, &mut u, &mut scale, &mut bias);
+        for t in 0..a.n {
+            let q = &a.q[t * a.kp..(t + 1) * a.kp];
+            let s32 = &a.s32[t * a.kp / 32..(t + 1) * a.kp / 32];
+            let c16 = &a.c16[t * a.kp / 16..(t + 1) * a.kp / 16];
+            let c32 = &a.c32[t * a.kp / 32..(t + 1) * a.kp / 32];
+            let mut sum = 0f32;
+            for g in 0..a.kp / 16 {
+                let isum: i32 = (0..16)
+                    .map(|i| u[16 * g + i] as i32 * q[16 * g + i] as i32)
+                    .sum();
+                sum += isum as f32 * (scale[g] * s32[g / 2]);
+            }
+            sum += layout::bias_dot(w.ty(), &bias, c16, c32);
+            out[ri * a.n + t] = sum;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,98 @@
+use super::*;
+use crate::dynamic;
+
+/// Deterministic floats with some outliers, like a model's weights and activations.
+fn data(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|i| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let u = ((s >> 40) as f32) / (1u64 << 24) as f32 - 0.5;
+            if i % 97 == 3 {
+                u * 40.0
+            } else {
+                u
+            }
+        })
+        .collect()
+}
+
+/// Reference: per-row dot products on ggml's blocks (scalar), activations quantized as the
+/// packed path quantizes them.
+fn reference(ty: GgmlType, w: &[u8], rows: usize, cols: usize, x: &[f32], n: usize) -> Vec<f32> {
+    let row_bytes = ty.row_bytes(cols).unwrap();
+    let mut out = vec![0f32; rows * n];
+    for t in 0..n {
+        let acts = dynamic::quantize_acts_for(ty, &x[t * cols..(t + 1) * cols]).unwrap();
+        for r in 0..rows {
+            let wr = &w[r * row_bytes..(r + 1) * row_bytes];
+            out[r * n + t] =
+                dynamic::vec_dot(ty, crate::SimdPath::Scalar, cols, wr, &acts).unwrap();
+        }
+    }
+    out
+}
+
+fn check_close(what: &str, got: &[f32], want: &[f32]) {
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= 2e-4 * (1.0 + w.abs()),
+            "{what}: element {i}: {g} vs {w}"
+        );
+    }
+}
+
+#[test]
+fn packed_products_equal_the_reference_for_every_type() {
+    use GgmlType::*;
+    for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, NF4, Q4_K, Q5_K, Q6_K] {
+        let shapes: &[usize] = if ty.block_elems() == 256 {
+            &[256, 768, 1280]
+        } else if ty.block_elems() == 64 {
+            &[64, 896, 1600]
+        } else {
+            &[32, 864, 896, 1056]
+        };
+        for &cols in shapes {
+            let rows = 7;
+            let wf = data(rows * cols, cols as u64 + ty.id() as u64);
+            let mut w = vec![0u8; ty.row_bytes(cols).unwrap() * rows];
+            dynamic::quantize(ty, &wf, &mut w).unwrap();
+            let m = PackedMatrix::pack(ty, rows, cols, &w).unwrap();
+            assert_eq!(m.row_bytes(), layout::packed_row_bytes(ty, cols));
+            // Dequantizing from the packed copy gives ggml's floats exactly.
+            let mut want = vec![0f32; cols];
+            let mut got = vec![0f32; cols];
+            let rb = ty.row_bytes(cols).unwrap();
+            for r in 0..rows {
+                dynamic::dequantize(ty, &w[r * rb..(r + 1) * rb], &mut want).unwrap();
+                m.dequantize_row(r, &mut got);
+                assert_eq!(got, want, "{ty} row {r} dequantized from the packed layout");
+            }
+            for n in [1usize, 5] {
+                let x = data(n * cols, 7 + n as u64);
+                let want = reference(ty, &w, rows, cols, &x, n);
+                let mut acts = PackedActs::default();
+                acts.quantize(ty, &x, n, cols);
+                let mut got = vec![0f32; rows * n];
+                gemm_ref(&m, 0..rows, &acts, &mut got);
+                check_close(&format!("{ty} {cols} cols, n={n}, reference"), &got, &want);
+                let mut got = vec![0f32; rows * n];
+                gemm(&m, 0..rows, &acts, &mut got);
+                check_close(&format!("{ty} {cols} cols, n={n}, SIMD"), &got, &want);
+                // A sub-range of rows lands at the start of the output.
+                let mut part = vec![0f32; 3 * n];
+                gemm(&m, 2..5, &acts, &mut part);
+                check_close(&format!("{ty} rows 2..5"), &part, &want[2 * n..5 * n]);
+            }
+        }
+    }
+}
+
+#[test]
+fn unsupported_types_are_refused() {
+    assert!(PackedMatrix::pack(GgmlType::F16, 1, 32, &[0u8; 64]).is_none());
+    assert!(!supports(GgmlType::BF16));
+}

@@ -1,0 +1,39 @@
+//! Memory read bandwidth with a given number of threads: the roofline of decoding, which reads
+//! every weight once per token. Each thread sums its share of a buffer far larger than the
+//! caches; the best of several passes is reported, as STREAM does.
+
+use rayon::prelude::*;
+use std::hint::black_box;
+use std::time::Instant;
+
+/// Bytes per second of reading `bytes` (rounded to 4 KiB) with the current rayon pool, best of
+/// `passes` passes after one warm-up pass that also faults the pages in.
+pub fn read_bandwidth(bytes: usize, passes: usize) -> f64 {
+    let words = (bytes / 4096).max(1) * 512;
+    let buf: Vec<u64> = (0..words as u64).collect();
+    let threads = rayon::current_num_threads().max(1);
+    let per = words.div_ceil(threads);
+    let pass = || {
+        let t0 = Instant::now();
+        let sum: u64 = buf
+            .par_chunks(per)
+            .map(|c| {
+                // Eight independent sums keep the loads in flight.
+                let mut acc = [0u64; 8];
+                for w in c.chunks_exact(8) {
+                    for k in 0..8 {
+                        acc[k] = acc[k].wrapping_add(w[k]);
+                    }
+                }
+                acc.iter().fold(0u64, |a, &b| a.wrapping_add(b))
+            })
+            .reduce(|| 0, u64::wrapping_add);
+        black_box(sum);
+        t0.elapsed().as_secs_f64()
+    };
+    pass();
+    let best = (0..passes.max(1))
+        .map(|_| pass())
+        .fold(f64::INFINITY, f64::min);
+    (words * 8) as f64 / best
+}
