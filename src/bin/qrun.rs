@@ -6,6 +6,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use qgguf::backend::cpu::kv_cache::KvType;
+use qgguf::backend::offload;
 use qgguf::bench::{perplexity, speed};
 use qgguf::chat::{self, Message};
 use qgguf::convert::mix::file_type_name;
@@ -69,9 +70,13 @@ struct ModelArgs {
     /// Threads (default: all cores).
     #[arg(short, long)]
     threads: Option<usize>,
-    /// Layers to offload to the GPU (not built in this binary: CPU only).
+    /// Layers to offload to the GPU: a decoder's last N (and its output head when N covers
+    /// every layer), an encoder whole when N > 0 (needs a build with `--features cuda`).
     #[arg(long = "ngl", visible_alias = "n-gpu-layers", default_value_t = 0)]
     ngl: usize,
+    /// With -ngl: run on the CPU when no GPU can be used, instead of stopping with an error.
+    #[arg(long)]
+    gpu_fallback: bool,
     /// Decoders: element type of the KV cache (llama.cpp's default is f16).
     #[arg(long = "cache-type", value_enum, default_value_t = KvType::F16)]
     cache_type: KvType,
@@ -195,6 +200,14 @@ fn main() {
         "bandwidth",
         "help",
     ];
+    // llama.cpp spells the offload flag with one dash.
+    for a in args.iter_mut().skip(1) {
+        if a == "-ngl" {
+            *a = "--ngl".into();
+        } else if let Some(v) = a.strip_prefix("-ngl=") {
+            *a = format!("--ngl={v}");
+        }
+    }
     if args.len() > 1
         && !subcommands.contains(&args[1].as_str())
         && !matches!(args[1].as_str(), "-h" | "--help" | "-V" | "--version")
@@ -216,14 +229,32 @@ fn setup(m: &ModelArgs) -> Result<(Model, f64)> {
             .context("setting the thread count")?;
     }
     let t = Instant::now();
-    let model = Model::load(&m.model)?;
+    let mut model = Model::load(&m.model)?;
     if m.ngl > 0 {
-        bail!(
-            "-ngl {}: this qrun was built without GPU support (build with --features cuda); run with -ngl 0 for CPU",
-            m.ngl
-        );
+        match offload::attach(&mut model, m.ngl) {
+            Ok(summary) => {
+                eprintln!("qrun: {summary}");
+                if m.cache_type == KvType::F32 {
+                    eprintln!("qrun: note: offloaded layers keep an f16 KV cache (--cache-type applies to the CPU's layers)");
+                }
+            }
+            Err(e) if m.gpu_fallback => {
+                eprintln!("qrun: warning: {e:#}; running on the CPU (--gpu-fallback)")
+            }
+            Err(e) => bail!("{e:#} (pass --gpu-fallback to run on the CPU instead)"),
+        }
     }
     Ok((model, t.elapsed().as_secs_f64() * 1000.0))
+}
+
+/// The GPU memory line of the timing summary (nothing when no GPU was used).
+fn report_vram() {
+    if let Some(v) = offload::vram() {
+        eprintln!(
+            "qrun: GPU memory: peak {:.1} MiB held by qgguf, {:.1} MiB in use on the device (of {:.0} MiB)",
+            v.peak_mib, v.device_mib, v.total_mib
+        );
+    }
 }
 
 fn file_type(model: &Model) -> String {
@@ -408,6 +439,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
                 "generated_tokens": generated.len(), "load_ms": load_ms, "prompt_ms": prompt_ms,
                 "prompt_tps": prompt.len() as f64 / (prompt_ms / 1000.0),
                 "eval_ms": gen_ms, "eval_tps": if evals > 0 { evals as f64 / (gen_ms / 1000.0) } else { 0.0 },
+                "vram_peak_mib": offload::vram().map(|v| v.peak_mib),
             })
         );
     } else {
@@ -430,6 +462,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
             evals as f64 / (gen_ms / 1000.0)
         );
     }
+    report_vram();
     Ok(())
 }
 
@@ -590,6 +623,7 @@ fn batch_job(a: BatchArgs, classify: bool) -> Result<()> {
         ms / texts.len() as f64,
         a.batch
     );
+    report_vram();
     Ok(())
 }
 
@@ -620,6 +654,9 @@ fn bench(a: BenchArgs) -> Result<()> {
         v["load_ms"] = json!(load_ms);
         v["arch"] = json!(model.arch_name());
         v["file_bytes"] = json!(model.file.file_size());
+        v["ngl"] = json!(a.m.ngl);
+        v["vram_peak_mib"] = json!(offload::vram().map(|v| v.peak_mib));
+        v["vram_device_mib"] = json!(offload::vram().map(|v| v.device_mib));
         println!("{v}");
         return Ok(());
     }
@@ -656,6 +693,7 @@ fn bench(a: BenchArgs) -> Result<()> {
             r.pp_tps.unwrap_or(0.0)
         );
     }
+    report_vram();
     Ok(())
 }
 

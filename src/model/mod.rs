@@ -20,6 +20,8 @@ pub enum Arch {
 pub struct Model {
     pub file: GgufFile,
     pub arch: Arch,
+    /// An encoder run on a GPU (`backend::offload::attach`).
+    pub encoder_offload: Option<Box<dyn crate::backend::offload::EncoderOffload>>,
 }
 
 impl Model {
@@ -40,7 +42,11 @@ impl Model {
                 path.display()
             ),
         };
-        Ok(Model { file, arch })
+        Ok(Model {
+            file,
+            arch,
+            encoder_offload: None,
+        })
     }
 
     pub fn arch_name(&self) -> &'static str {
@@ -86,6 +92,9 @@ impl Model {
         batch: &encoder::Batch,
         st: &mut encoder::EncoderState,
     ) -> Result<encoder::EncoderOutput> {
+        if let (Some(gpu), false) = (&self.encoder_offload, self.is_decoder()) {
+            return gpu.encode(&self.file, batch);
+        }
         match &self.arch {
             Arch::Bert(m) => m.encode(&self.file, batch, st),
             Arch::ModernBert(m) => m.encode(&self.file, batch, st),

@@ -7,6 +7,7 @@ use crate::backend::cpu::attention::Heads;
 use crate::backend::cpu::kv_cache::{KvCache, KvType};
 use crate::backend::cpu::matmul::Scratch;
 use crate::backend::cpu::ops;
+use crate::backend::offload::{DecoderOffload, OffloadState};
 use crate::gguf::GgufFile;
 use anyhow::{bail, Result};
 
@@ -45,6 +46,8 @@ pub struct Qwen2 {
     /// Sequence-classification head (score), applied to the last token.
     pub cls: Option<Linear>,
     pub labels: Vec<String>,
+    /// The last layers (and maybe the head) on a GPU (`backend::offload::attach`).
+    pub offload: Option<Box<dyn DecoderOffload>>,
 }
 
 /// What a forward pass leaves in [`DecoderState`].
@@ -77,6 +80,8 @@ pub struct DecoderState {
     pub logits: Vec<f32>,
     pub hidden: Vec<f32>,
     scratch: Scratch,
+    /// KV cache of the offloaded layers.
+    offload: OffloadState,
 }
 
 impl DecoderState {
@@ -164,6 +169,7 @@ impl Qwen2 {
             cls,
             labels,
             hp,
+            offload: None,
         })
     }
 
@@ -175,7 +181,7 @@ impl Qwen2 {
     pub fn new_state_with(&self, ctx: usize, kv_type: KvType) -> DecoderState {
         let kv = self.hp.n_head_kv * self.hp.head_dim;
         DecoderState {
-            kv: KvCache::new(kv_type, self.hp.n_layer, ctx, kv),
+            kv: KvCache::new(kv_type, self.n_cpu_layers(), ctx, kv),
             len: 0,
             ctx,
             x: Vec::new(),
@@ -190,7 +196,15 @@ impl Qwen2 {
             logits: Vec::new(),
             hidden: Vec::new(),
             scratch: Scratch::default(),
+            offload: None,
         }
+    }
+
+    /// Layers computed on the CPU (all of them unless some are offloaded).
+    pub fn n_cpu_layers(&self) -> usize {
+        self.offload
+            .as_ref()
+            .map_or(self.hp.n_layer, |o| o.first_layer())
     }
 
     /// Runs `tokens` at the next positions of `st`, appending to its KV cache.
@@ -228,7 +242,7 @@ impl Qwen2 {
             self.token_embd
                 .row(f, tok as usize, &mut x[t * e..(t + 1) * e])?;
         }
-        for (li, layer) in self.layers.iter().enumerate() {
+        for (li, layer) in self.layers[..self.n_cpu_layers()].iter().enumerate() {
             let h = sized(&mut st.h, n * e);
             ops::rms_norm(&st.x[..n * e], &layer.attn_norm, hp.eps, h);
             let q = sized(&mut st.q, n * e);
@@ -269,6 +283,23 @@ impl Qwen2 {
             let o = sized(&mut st.o, n * e);
             layer.down.forward(f, gate, n, o, &mut st.scratch)?;
             ops::add_inplace(&mut st.x[..n * e], o);
+        }
+        if let Some(off) = &self.offload {
+            // The hidden state crosses to the device and back (or the device finishes).
+            let x = &mut st.x[..n * e];
+            if off.forward(
+                &mut st.offload,
+                st.ctx,
+                x,
+                n,
+                pos0,
+                out,
+                &mut st.logits,
+                &mut st.hidden,
+            )? {
+                st.len += n;
+                return Ok(());
+            }
         }
         st.len += n;
         let h = sized(&mut st.h, n * e);
