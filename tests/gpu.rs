@@ -278,7 +278,9 @@ fn causal_attention_matches_the_cpu() {
             let k16: Vec<f16> = k.iter().map(|&x| f16::from_f32(x)).collect();
             let v16: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
             let mut want = vec![0f32; n * qd];
-            cpu_attn::causal(&q, &k16, &v16, n, pos0, h, &mut want);
+            let kr: Vec<f32> = k16.iter().map(|x| x.to_f32()).collect();
+            let vr: Vec<f32> = v16.iter().map(|x| x.to_f32()).collect();
+            cpu_attn::causal(&q, &kr, &vr, n, pos0, h, &mut want);
             let kb = DBuf::from_slice(g, &k16).unwrap();
             let vb = DBuf::from_slice(g, &v16).unwrap();
             let qb = DBuf::from_slice(g, &q).unwrap();

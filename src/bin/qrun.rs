@@ -229,7 +229,10 @@ fn setup(m: &ModelArgs) -> Result<(Model, f64)> {
             .context("setting the thread count")?;
     }
     let t = Instant::now();
-    let mut model = Model::load(&m.model)?;
+    // With offload, weights stay in the file's map: the GPU uploads from it, and packing copies
+    // of layers that will run on the GPU would only cost memory.
+    let pack = m.ngl == 0 && qgguf::model::weights::packing_enabled();
+    let mut model = Model::load_with(&m.model, pack)?;
     if m.ngl > 0 {
         match offload::attach(&mut model, m.ngl) {
             Ok(summary) => {
