@@ -83,8 +83,9 @@ pub fn run(
             let f = &model.file;
             if n_prompt > 0 {
                 let toks = tokens(n_prompt, m.hp.n_vocab, 42);
+                // Warm-up at full length: buffers reach their size, GPU libraries initialise.
                 st.reset();
-                m.forward(f, &mut st, &toks[..n_prompt.min(32)], Output::LastLogits)?;
+                m.forward(f, &mut st, &toks, Output::LastLogits)?;
                 let mut tps = Vec::new();
                 for _ in 0..reps {
                     st.reset();
