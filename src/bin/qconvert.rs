@@ -248,6 +248,13 @@ fn convert_cmd(a: ConvertArgs) -> Result<()> {
     if same_file(&input, &output) {
         bail!("{}: the output would replace the input", output.display());
     }
+    // Temporary files of killed runs count against the free space: clear them first.
+    for p in qgguf::atomic_file::remove_stale_temps(&output) {
+        eprintln!(
+            "qconvert: removed {}, left by an interrupted run",
+            p.display()
+        );
+    }
     check_space(&output, file_size)?;
 
     let opts = WriteOptions {
