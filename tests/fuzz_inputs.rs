@@ -343,7 +343,7 @@ fn safetensors_file(tensors: &[(&str, &str, &[u64], usize)], seed: u64) -> Vec<u
     }
     header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
     let mut text = serde_json::to_string(&header).unwrap();
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(' ');
     }
     let mut out = (text.len() as u64).to_le_bytes().to_vec();

@@ -183,7 +183,7 @@ fn missing_empty_folder_and_garbage_model_files() {
 
     let garbage = dir.path().join("garbage.gguf");
     let bytes: Vec<u8> = (0..4096u32)
-        .map(|i| (i * 2654435761u32 >> 24) as u8)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
         .collect();
     std::fs::write(&garbage, bytes).unwrap();
     let e = fails(&["-m", s(&garbage), "-p", "hi"]);

@@ -344,7 +344,7 @@ pub fn check_header(bytes: &[u8]) -> std::result::Result<(), String> {
             .iter()
             .try_fold(1u64, |a, &d| a.checked_mul(d))
             .and_then(|elems| elems.checked_mul(bits))
-            .filter(|b| b % 8 == 0)
+            .filter(|b| b.is_multiple_of(8))
             .map(|b| b / 8)
             .ok_or_else(|| {
                 format!(
