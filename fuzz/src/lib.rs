@@ -9,6 +9,7 @@
 //! memory is a finding.
 
 use anyhow::{bail, Result};
+use qgguf::chat::{self, Message};
 use qgguf::convert::mix::Preset;
 use qgguf::convert::pipeline::writer_for;
 use qgguf::convert::plan_gguf;
@@ -155,7 +156,8 @@ pub fn safetensors(bytes: &[u8], dir: &Path) -> Result<()> {
 
 /// GGUF bytes to a tokenizer rebuilt from the file's metadata (as qrun does when no
 /// tokenizer.json sits beside a model, and `qconvert export` does to write one), texts encoded
-/// and decoded, and the ids run through the model if the file holds one.
+/// and decoded, the file's chat template rendered (qrun --chat), and the ids run through the
+/// model if the file holds one.
 pub fn tokenizer_from_gguf(bytes: &[u8], dir: &Path) -> Result<()> {
     let path = dir.join("model.gguf");
     std::fs::write(&path, bytes)?;
@@ -173,6 +175,16 @@ pub fn tokenizer_from_gguf(bytes: &[u8], dir: &Path) -> Result<()> {
     let _ = tok.decode(&[0, 1, 2, 1000, u32::MAX], false);
     for t in ["<|im_end|>", "<|endoftext|>", "[SEP]"] {
         black_box(tok.token_to_id(t));
+    }
+    // qrun --chat: the file's own template rendered (errors are the template's), then encoded.
+    if let Ok(template) = f.get_str("tokenizer.chat_template") {
+        let msgs = [("system", TEXTS[1]), ("user", TEXTS[0])].map(|(role, content)| Message {
+            role: role.into(),
+            content: content.into(),
+        });
+        if let Ok(text) = chat::render(template, &msgs, "", "") {
+            all.extend(tok.encode(&text, true)?);
+        }
     }
     drop(f);
     if let Ok(model) = Model::load(&path) {
