@@ -19,8 +19,8 @@ pub fn render(template: &str, messages: &[Message], bos: &str, eos: &str) -> Res
     // templates may call raise_exception().
     let mut env = minijinja::Environment::new();
     // The template comes from the model file: bound the work one rendering may do (nested
-    // loops over range() would otherwise run for hours). Real templates use a few thousand
-    // instructions per message.
+    // loops over range() would otherwise run for minutes and fill memory). Real templates use
+    // a few thousand instructions per message.
     env.set_fuel(Some(CHAT_FUEL));
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);

@@ -321,7 +321,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
         seed,
     });
     let stops = stop_tokens(&model, &tok);
-    let mut st = m.new_state_with(ctx, a.m.cache_type);
+    let mut st = m.try_new_state_with(ctx, a.m.cache_type)?;
     let out = std::io::stdout();
     let mut out = out.lock();
     if !a.json {
@@ -508,8 +508,10 @@ fn batch_job(a: BatchArgs, classify: bool) -> Result<()> {
             .collect::<Result<_>>()?;
         let rows: Vec<serde_json::Value> = match &model.arch {
             Arch::Qwen2(m) => {
-                let mut dst =
-                    m.new_state_with(ids.iter().map(Vec::len).max().unwrap_or(1), a.m.cache_type);
+                let mut dst = m.try_new_state_with(
+                    ids.iter().map(Vec::len).max().unwrap_or(1),
+                    a.m.cache_type,
+                )?;
                 let mut rows = Vec::new();
                 for s in &ids {
                     let logits = m.classify(&model.file, &mut dst, s)?;
@@ -628,7 +630,7 @@ fn ppl(a: PerplexityArgs) -> Result<()> {
     context_size(Some(a.ctx), m.hp.n_ctx_train)?;
     let tok = Tokenizer::for_model(&a.m.model, &model.file)?;
     let tokens = tok.encode(&text, true)?;
-    let mut st = m.new_state_with(a.ctx, a.m.cache_type);
+    let mut st = m.try_new_state_with(a.ctx, a.m.cache_type)?;
     let chunks = a.chunks.unwrap_or(usize::MAX);
     let progress =
         |c: usize, n: usize, p: f64| eprint!("\rqrun: chunk {c}/{n}, perplexity so far {p:.4}   ");

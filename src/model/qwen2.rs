@@ -171,8 +171,20 @@ impl Qwen2 {
 
     pub fn new_state_with(&self, ctx: usize, kv_type: KvType) -> DecoderState {
         let kv = self.hp.n_head_kv * self.hp.head_dim;
+        self.state_around(KvCache::new(kv_type, self.hp.n_layer, ctx, kv), ctx)
+    }
+
+    /// Like [`Qwen2::new_state_with`], but a KV cache too large to allocate is an error, not an
+    /// abort (qrun sizes it from `-c` and the file).
+    pub fn try_new_state_with(&self, ctx: usize, kv_type: KvType) -> Result<DecoderState> {
+        let kv = self.hp.n_head_kv * self.hp.head_dim;
+        let cache = KvCache::try_new(kv_type, self.hp.n_layer, ctx, kv)?;
+        Ok(self.state_around(cache, ctx))
+    }
+
+    fn state_around(&self, kv: KvCache, ctx: usize) -> DecoderState {
         DecoderState {
-            kv: KvCache::new(kv_type, self.hp.n_layer, ctx, kv),
+            kv,
             len: 0,
             ctx,
             x: Vec::new(),
