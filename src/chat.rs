@@ -10,11 +10,18 @@ pub struct Message {
     pub content: String,
 }
 
+/// Most template instructions one rendering may run (minijinja's fuel).
+pub const CHAT_FUEL: u64 = 20_000_000;
+
 /// Renders `template` for `messages`, ready for the assistant's reply.
 pub fn render(template: &str, messages: &[Message], bos: &str, eos: &str) -> Result<String> {
     // As transformers renders chat templates: blocks eat their newline and leading spaces, and
     // templates may call raise_exception().
     let mut env = minijinja::Environment::new();
+    // The template comes from the model file: bound the work one rendering may do (nested
+    // loops over range() would otherwise run for minutes and fill memory). Real templates use
+    // a few thousand instructions per message.
+    env.set_fuel(Some(CHAT_FUEL));
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env.add_function(
@@ -41,6 +48,17 @@ pub fn render(template: &str, messages: &[Message], bos: &str, eos: &str) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_template_that_would_run_for_hours_runs_out_of_fuel() {
+        let t = "{% for a in range(100000) %}{% for b in range(100000) %}{{ a }}{% endfor %}{% endfor %}";
+        let e = render(t, &[], "", "").unwrap_err();
+        assert!(
+            format!("{e:#}").contains("rendering the model's chat template"),
+            "{e:#}"
+        );
+        assert!(format!("{e:#}").contains("fuel"), "{e:#}");
+    }
 
     #[test]
     fn chatml_style_template() {

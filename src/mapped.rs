@@ -19,6 +19,13 @@ pub struct MappedFile {
 impl MappedFile {
     pub fn open(path: &Path) -> io::Result<MappedFile> {
         let file = File::open(path)?;
+        // Opening a folder succeeds on Linux; mapping it fails with a puzzling "No such device".
+        if file.metadata()?.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                "is a folder, not a file",
+            ));
+        }
         // SAFETY: the map is read-only. Mapped files must not be truncated or rewritten while
         // in use, the contract of every mmap-based model loader (llama.cpp's included); qgguf
         // itself never modifies a file in place (outputs are renamed into place).

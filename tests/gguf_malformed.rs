@@ -311,3 +311,221 @@ fn files_on_disk_name_the_path() {
         .to_string();
     assert!(e.contains("absent.gguf"), "{e}");
 }
+
+#[test]
+fn byte_size_overflows_though_the_element_count_fits() {
+    // 2^62 F32 elements: a valid count, but 2^64 bytes.
+    rejects(
+        one_tensor(&[1 << 31, 1 << 31], 0, 0, 64),
+        "tensor 'w': byte size of 4611686018427387904 F32 elements overflows",
+    );
+}
+
+#[test]
+fn counts_above_the_limits() {
+    use qgguf::gguf::{MAX_KV, MAX_TENSORS};
+    rejects(
+        Raw::header(MAX_TENSORS + 1, 0),
+        &format!(
+            "tensor count {} exceeds the limit of {MAX_TENSORS}",
+            MAX_TENSORS + 1
+        ),
+    );
+    rejects(
+        Raw::header(0, MAX_KV + 1),
+        &format!(
+            "metadata count {} exceeds the limit of {MAX_KV}",
+            MAX_KV + 1
+        ),
+    );
+}
+
+// Files whose header is well-formed but whose model is not: what qrun's loader checks. Each
+// starts from a valid tiny Qwen2 file (the fuzz seed) with one key or tensor changed.
+
+use qgguf::gguf::TensorInfo;
+use qgguf::model::Model;
+
+/// Rewrites the seed model with `meta` applied to its metadata and `tensor` to each tensor's
+/// (name, dims, type id); data is kept where the size is unchanged, zeros otherwise.
+fn mutated_model(
+    meta: impl Fn(&mut Vec<(String, Value)>),
+    tensor: impl Fn(&mut String, &mut Vec<u64>, &mut GgmlType),
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    mutated_model_from("qwen2-q8_0.gguf", meta, tensor)
+}
+
+fn mutated_model_from(
+    seed: &str,
+    meta: impl Fn(&mut Vec<(String, Value)>),
+    tensor: impl Fn(&mut String, &mut Vec<u64>, &mut GgmlType),
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus/gguf_reader")
+        .join(seed);
+    let src = GgufFile::open(seed).unwrap();
+    let mut metadata = src.metadata().to_vec();
+    meta(&mut metadata);
+    let mut w = GgufWriter::new();
+    for (k, v) in metadata {
+        w.set(&k, v).unwrap();
+    }
+    let mut sources: Vec<&TensorInfo> = Vec::new();
+    for t in src.tensors() {
+        let (mut name, mut dims, mut ty) = (t.name.clone(), t.dims.clone(), t.ggml_type().unwrap());
+        tensor(&mut name, &mut dims, &mut ty);
+        w.add_tensor(&name, &dims, ty.info()).unwrap();
+        sources.push(t);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.gguf");
+    w.write_file(&path, |i, plan, sink| {
+        let data = src.tensor_data(sources[i]);
+        if data.len() as u64 == plan.nbytes {
+            sink.write_all(data)?;
+        } else {
+            sink.write_all(&vec![0u8; plan.nbytes as usize])?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    (dir, path)
+}
+
+fn set(m: &mut [(String, Value)], key: &str, v: Value) {
+    m.iter_mut().find(|(k, _)| k == key).unwrap().1 = v;
+}
+
+#[track_caller]
+fn model_rejects(
+    meta: impl Fn(&mut Vec<(String, Value)>),
+    tensor: impl Fn(&mut String, &mut Vec<u64>, &mut GgmlType),
+    needle: &str,
+) {
+    let (_dir, path) = mutated_model(meta, tensor);
+    let msg = match Model::load(&path) {
+        Ok(_) => panic!("loaded a broken model"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        msg.contains("model.gguf"),
+        "error does not name the file: {msg}"
+    );
+    assert!(msg.contains(needle), "expected '{needle}' in: {msg}");
+}
+
+fn keep(_: &mut String, _: &mut Vec<u64>, _: &mut GgmlType) {}
+
+#[test]
+fn the_unchanged_seed_model_loads() {
+    let (_dir, path) = mutated_model(|_| {}, keep);
+    let m = Model::load(&path).unwrap();
+    assert_eq!(m.n_layer(), 1);
+}
+
+#[test]
+fn model_block_count_far_beyond_the_tensors() {
+    // Two billion layers are not allocated up front: the first missing layer ends the load.
+    model_rejects(
+        |m| set(m, "qwen2.block_count", Value::U32(1 << 31)),
+        keep,
+        "the model has no tensor 'blk.1.attn_norm.weight'",
+    );
+    model_rejects(
+        |m| set(m, "qwen2.block_count", Value::U32(u32::MAX)),
+        keep,
+        "'qwen2.block_count' is 4294967295, more than any model has",
+    );
+}
+
+#[test]
+fn model_hyperparameters_out_of_range() {
+    model_rejects(
+        |m| set(m, "qwen2.embedding_length", Value::U64(1 << 62)),
+        keep,
+        "'qwen2.embedding_length' is 4611686018427387904, more than any model has",
+    );
+    model_rejects(
+        |m| set(m, "qwen2.context_length", Value::I32(-1)),
+        keep,
+        "metadata key 'qwen2.context_length' must be a non-negative integer",
+    );
+    model_rejects(
+        |m| set(m, "qwen2.feed_forward_length", Value::from("32")),
+        keep,
+        "metadata key 'qwen2.feed_forward_length' must be a non-negative integer, found string",
+    );
+    model_rejects(
+        |m| set(m, "qwen2.attention.head_count", Value::U32(0)),
+        keep,
+        "head counts 0/1 do not fit embedding length 32",
+    );
+    model_rejects(
+        |m| set(m, "qwen2.attention.head_count_kv", Value::U32(3)),
+        keep,
+        "head counts 2/3 do not fit embedding length 32",
+    );
+    model_rejects(
+        |m| m.retain(|(k, _)| k != "qwen2.attention.layer_norm_rms_epsilon"),
+        keep,
+        "metadata key 'qwen2.attention.layer_norm_rms_epsilon' is missing",
+    );
+}
+
+#[test]
+fn model_tensor_shape_contradicts_the_hyperparameters() {
+    model_rejects(
+        |_| {},
+        |name, dims, _| {
+            if name == "blk.0.ffn_up.weight" {
+                dims[1] = 64;
+            }
+        },
+        "tensor 'blk.0.ffn_up.weight' has dims [32, 64], expected [32, 32]",
+    );
+    model_rejects(
+        |_| {},
+        |name, dims, _| {
+            if name == "output_norm.weight" {
+                dims[0] = 16;
+            }
+        },
+        "tensor 'output_norm.weight' has 16 values, expected 32",
+    );
+}
+
+#[test]
+fn model_tensor_missing_or_of_a_type_qgguf_cannot_run() {
+    model_rejects(
+        |_| {},
+        |name, _, _| {
+            if name == "blk.0.attn_v.weight" {
+                *name = "blk.0.attn_v.w".into();
+            }
+        },
+        "the model has no tensor 'blk.0.attn_v.weight'",
+    );
+    model_rejects(
+        |_| {},
+        |name, _, ty| {
+            if name == "blk.0.attn_q.weight" {
+                *ty = GgmlType::Q8_1;
+            }
+        },
+        "tensor 'blk.0.attn_q.weight' has type Q8_1, which qgguf cannot run",
+    );
+}
+
+#[test]
+fn model_classifier_without_labels() {
+    let (_dir, path) = mutated_model_from(
+        "qwen2-cls-mixed.gguf",
+        |m| m.retain(|(k, _)| k != "qwen2.classifier.output_labels"),
+        keep,
+    );
+    let msg = format!("{:#}", Model::load(&path).err().unwrap());
+    assert!(
+        msg.contains("model.gguf: a classification head without qwen2.classifier.output_labels"),
+        "{msg}"
+    );
+}

@@ -181,30 +181,149 @@ fn config_contradicting_tensors_is_an_error() {
     );
 }
 
+/// Files in `dir` (names only), sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The temporary files of `target` (`.NAME.XXXXXX.partial`) in its folder.
+fn partials(target: &Path) -> Vec<PathBuf> {
+    let prefix = format!(".{}.", target.file_name().unwrap().to_string_lossy());
+    let dir = target.parent().unwrap();
+    names_in(dir)
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix) && n.ends_with(".partial"))
+        .map(|n| dir.join(n))
+        .collect()
+}
+
 #[test]
 fn killed_conversion_leaves_no_output() {
     let Some(vocab) = vocab_dir() else { return };
     let dir = tempfile::tempdir().unwrap();
     let model = tiny(dir.path(), "tiny-qwen2", &vocab);
-    let out = dir.path().join("killed.gguf");
-    // IQ4_NL's search on one thread takes seconds for this model: kill it half way.
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let out = out_dir.join("killed.gguf");
+    // IQ4_NL's search on one thread takes seconds for this model. Wait until the output is
+    // being written (its temporary file has grown past the header), then SIGKILL: no
+    // destructor or handler runs, as in a crash or an OOM kill.
     let mut child = Command::new(env!("CARGO_BIN_EXE_qconvert"))
         .args([s(&model), "-o", s(&out), "--type", "iq4_nl", "-t", "1"])
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(400));
-    let finished_early = child.try_wait().unwrap().is_some();
-    child.kill().ok();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut writing = false;
+    while std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+        let grown = partials(&out)
+            .iter()
+            .any(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 1 << 20));
+        if grown {
+            writing = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
     child.wait().unwrap();
     assert!(
-        !finished_early,
-        "the conversion finished before it could be interrupted"
+        writing,
+        "the conversion finished (or never wrote) before it could be interrupted"
     );
     assert!(
         !out.exists(),
         "an interrupted conversion left {}",
         out.display()
     );
+    // What remains is one clearly temporary file, never a file readers would take for a model.
+    let left = names_in(&out_dir);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(
+        left[0].starts_with(".killed.gguf.") && left[0].ends_with(".partial"),
+        "{left:?}"
+    );
+
+    // A later run is not disturbed by it, and removes it (it can be as large as the model).
+    let o = qconvert(&[s(&model), "-o", s(&out), "--type", "q8_0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("left by an interrupted run"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(names_in(&out_dir), vec!["killed.gguf".to_string()]);
+    GgufFile::open(&out).unwrap();
+}
+
+/// Sets element `index` of the first tensor (by offset) of an F16 safetensors file to `bits`.
+fn poison_first_tensor(st: &Path, index: usize, bits: u16) {
+    let mut bytes = std::fs::read(st).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let at = 8 + header_len + 2 * index;
+    bytes[at..at + 2].copy_from_slice(&bits.to_le_bytes());
+    std::fs::write(st, &bytes).unwrap();
+}
+
+/// The tensor an error message names (`tensor 'NAME'`).
+fn named_tensor(msg: &str) -> &str {
+    let start = msg.find("tensor '").expect("names a tensor") + "tensor '".len();
+    let len = msg[start..].find('\'').unwrap();
+    &msg[start..start + len]
+}
+
+#[test]
+fn nonfinite_weights_copied_unchanged_are_refused_naming_the_tensor() {
+    let Some(vocab) = vocab_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path(), "tiny-bert-cls", &vocab);
+    poison_first_tensor(&model.join("model.safetensors"), 5, 0x7C00); // +Inf
+    let out = dir.path().join("inf.gguf");
+    // F16 to F16 copies the bytes as they are; the check must still see the Inf, and name the
+    // tensor (in the GGUF's naming) and the element.
+    let o = qconvert(&[s(&model), "-o", s(&out), "--type", "f16"]);
+    let e = stderr(&o);
+    assert!(!o.status.success(), "accepted an infinite weight: {e}");
+    assert!(
+        e.contains("element 5 of row 0 is inf") && e.contains("--allow-nonfinite"),
+        "{e}"
+    );
+    assert!(!e.contains("panicked"), "{e}");
+    assert!(!out.exists(), "a refused conversion left {}", out.display());
+    let name = named_tensor(&e).to_string();
+
+    // Kept, bit for bit, when allowed.
+    let o = qconvert(&[
+        s(&model),
+        "-o",
+        s(&out),
+        "--type",
+        "f16",
+        "--allow-nonfinite",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The tensor the error named is the one holding the Inf.
+    let f = GgufFile::open(&out).unwrap();
+    let t = f
+        .tensor(&name)
+        .unwrap_or_else(|| panic!("the error named '{name}', not in the output"));
+    assert_eq!(t.type_info.name, "F16");
+    assert_eq!(
+        &f.tensor_data(t)[10..12],
+        &0x7C00u16.to_le_bytes(),
+        "{name}"
+    );
+
+    // Requantizing that GGUF (its F16 tensors copied, others quantized) refuses it too.
+    let again = dir.path().join("again.gguf");
+    let o = qconvert(&[s(&out), "-o", s(&again), "--type", "f16"]);
+    let e = stderr(&o);
+    assert!(!o.status.success() && e.contains("is inf"), "{e}");
+    assert_eq!(named_tensor(&e), name, "{e}");
 }
 
 #[test]

@@ -61,9 +61,9 @@ pub fn attach(model: &mut Model, ngl: usize) -> Result<String> {
     }
     #[cfg(not(feature = "cuda"))]
     {
-        let _ = model;
         anyhow::bail!(
-            "-ngl {ngl}: this build has no GPU support (rebuild with `cargo build --release --features cuda`); run with -ngl 0 for the CPU"
+            "-ngl {ngl}: this qrun was built without GPU support (build with --features cuda); the model's {} layers run on the CPU with -ngl 0",
+            model.n_layer()
         )
     }
 }

@@ -222,10 +222,14 @@ fn convert_cmd(a: ConvertArgs) -> Result<()> {
         )
     } else if input.extension().is_some_and(|e| e == "gguf") || input.is_file() {
         gguf_in = GgufFile::open(&input)?;
-        (
-            convert::plan_gguf(&gguf_in, preset, &overrides)?,
-            Inputs::Gguf(&gguf_in),
-        )
+        let plan = convert::plan_gguf(&gguf_in, preset, &overrides)?;
+        let requantized = convert::requantized_count(&plan);
+        if requantized > 0 {
+            eprintln!(
+                "qconvert: warning: {requantized} tensors are already quantized and will be quantized again; quality suffers (convert from an F16/F32 source when you can)"
+            );
+        }
+        (plan, Inputs::Gguf(&gguf_in))
     } else {
         bail!(
             "{}: not a Hugging Face folder or a GGUF file",
@@ -243,6 +247,13 @@ fn convert_cmd(a: ConvertArgs) -> Result<()> {
     }
     if same_file(&input, &output) {
         bail!("{}: the output would replace the input", output.display());
+    }
+    // Temporary files of killed runs count against the free space: clear them first.
+    for p in qgguf::atomic_file::remove_stale_temps(&output) {
+        eprintln!(
+            "qconvert: removed {}, left by an interrupted run",
+            p.display()
+        );
     }
     check_space(&output, file_size)?;
 

@@ -338,7 +338,23 @@ fn read_prompt(prompt: Option<String>, file: Option<&Path>) -> Result<String> {
     Ok(text)
 }
 
+/// The context size to allocate: `-c`, else 4096 or the training context if smaller. Larger
+/// than the training context is refused (positions the model never saw, and a KV cache sized
+/// by a number from the command line or the file).
+fn context_size(ctx: Option<usize>, n_ctx_train: usize) -> Result<usize> {
+    match ctx {
+        Some(0) => bail!("-c 0: the context must hold at least one token"),
+        Some(c) if c > n_ctx_train => {
+            bail!("-c {c} exceeds the model's training context ({n_ctx_train} positions)")
+        }
+        Some(c) => Ok(c),
+        None => Ok(4096.min(n_ctx_train).max(1)),
+    }
+}
+
 fn generate(a: GenerateArgs) -> Result<()> {
+    // The prompt first: a missing or unreadable prompt should not wait for the model to load.
+    let mut text = read_prompt(a.prompt, a.file.as_deref())?;
     let (model, load_ms) = setup(&a.m)?;
     let Arch::Qwen2(m) = &model.arch else {
         bail!(
@@ -348,7 +364,6 @@ fn generate(a: GenerateArgs) -> Result<()> {
         );
     };
     let tok = Tokenizer::for_model(&a.m.model, &model.file)?;
-    let mut text = read_prompt(a.prompt, a.file.as_deref())?;
     if a.chat {
         let template = model
             .file
@@ -371,7 +386,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
     if prompt.is_empty() {
         bail!("the prompt tokenizes to nothing");
     }
-    let ctx = a.ctx.unwrap_or(4096.min(m.hp.n_ctx_train)).max(1);
+    let ctx = context_size(a.ctx, m.hp.n_ctx_train)?;
     if prompt.len() >= ctx {
         bail!(
             "the prompt has {} tokens, the context holds {ctx} (raise -c, at most {})",
@@ -395,7 +410,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
         seed,
     });
     let stops = stop_tokens(&model, &tok);
-    let mut st = m.new_state_with(ctx, a.m.cache_type);
+    let mut st = m.try_new_state_with(ctx, a.m.cache_type)?;
     let out = std::io::stdout();
     let mut out = out.lock();
     if !a.json {
@@ -551,6 +566,7 @@ fn softmax(v: &[f32]) -> Vec<f32> {
 }
 
 fn batch_job(a: BatchArgs, classify: bool) -> Result<()> {
+    let texts = read_texts(a.prompt, a.input.as_deref())?;
     let (model, load_ms) = setup(&a.m)?;
     if classify && !model.has_classifier() {
         bail!(
@@ -565,7 +581,6 @@ fn batch_job(a: BatchArgs, classify: bool) -> Result<()> {
         );
     }
     let tok = Tokenizer::for_model(&a.m.model, &model.file)?;
-    let texts = read_texts(a.prompt, a.input.as_deref())?;
     let labels = model.labels().to_vec();
     let mut sink: Box<dyn Write> = match &a.output {
         Some(p) => Box::new(std::io::BufWriter::new(
@@ -584,8 +599,10 @@ fn batch_job(a: BatchArgs, classify: bool) -> Result<()> {
             .collect::<Result<_>>()?;
         let rows: Vec<serde_json::Value> = match &model.arch {
             Arch::Qwen2(m) => {
-                let mut dst =
-                    m.new_state_with(ids.iter().map(Vec::len).max().unwrap_or(1), a.m.cache_type);
+                let mut dst = m.try_new_state_with(
+                    ids.iter().map(Vec::len).max().unwrap_or(1),
+                    a.m.cache_type,
+                )?;
                 let mut rows = Vec::new();
                 for s in &ids {
                     let logits = m.classify(&model.file, &mut dst, s)?;
@@ -701,14 +718,15 @@ fn bench(a: BenchArgs) -> Result<()> {
 }
 
 fn ppl(a: PerplexityArgs) -> Result<()> {
+    let text = read_prompt(None, Some(&a.file))?;
     let (model, _) = setup(&a.m)?;
     let Arch::Qwen2(m) = &model.arch else {
         bail!("perplexity needs a causal LM (qwen2)");
     };
+    context_size(Some(a.ctx), m.hp.n_ctx_train)?;
     let tok = Tokenizer::for_model(&a.m.model, &model.file)?;
-    let text = read_prompt(None, Some(&a.file))?;
     let tokens = tok.encode(&text, true)?;
-    let mut st = m.new_state_with(a.ctx, a.m.cache_type);
+    let mut st = m.try_new_state_with(a.ctx, a.m.cache_type)?;
     let chunks = a.chunks.unwrap_or(usize::MAX);
     let progress =
         |c: usize, n: usize, p: f64| eprint!("\rqrun: chunk {c}/{n}, perplexity so far {p:.4}   ");

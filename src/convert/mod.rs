@@ -135,8 +135,14 @@ pub fn plan_gguf(file: &GgufFile, preset: Preset, overrides: &[Override]) -> Res
         tensors,
     };
     requantize_plan(&mut plan, preset, ModelShape { n_layer, n_gqa }, overrides)?;
-    let requantized = plan
-        .tensors
+    mark_nf4(&mut plan);
+    Ok(plan)
+}
+
+/// How many tensors of a GGUF plan are already quantized and will be quantized again (quality
+/// suffers; qconvert warns). The caller reports it: the library prints nothing.
+pub fn requantized_count(plan: &Plan) -> usize {
+    plan.tensors
         .iter()
         .filter(|t| {
             t.out_type != t.source_type
@@ -145,14 +151,7 @@ pub fn plan_gguf(file: &GgufFile, preset: Preset, overrides: &[Override]) -> Res
                     GgmlType::F32 | GgmlType::F16 | GgmlType::BF16
                 )
         })
-        .count();
-    if requantized > 0 {
-        eprintln!(
-            "qconvert: warning: {requantized} tensors are already quantized and will be quantized again; quality suffers (convert from an F16/F32 source when you can)"
-        );
-    }
-    mark_nf4(&mut plan);
-    Ok(plan)
+        .count()
 }
 
 /// Whether a path is a Hugging Face folder (rather than a GGUF file).

@@ -163,8 +163,29 @@ fn quantize_rows(t: &PlannedTensor, values: &[f32], out: &mut [u8]) -> Result<()
         .with_context(|| format!("tensor '{}'", t.name))
 }
 
+/// Refuses non-finite values in rows `row0..` of a tensor whose stored bytes are copied as they
+/// are (a source already in the output type: F16 to F16, or a quantized GGUF tensor kept), which
+/// skip the f32 pass where [`check_finite`] otherwise looks.
+fn check_finite_raw(t: &PlannedTensor, row0: usize, raw: &[u8], opts: WriteOptions) -> Result<()> {
+    if opts.allow_nonfinite {
+        return Ok(());
+    }
+    let row = t.row_len();
+    let row_bytes = t.out_type.row_bytes(row).expect("row fits the type");
+    let rows_per_chunk = (CHUNK_ELEMS / row).max(1);
+    let mut values = vec![0.0f32; rows_per_chunk.min(raw.len() / row_bytes) * row];
+    for (i, chunk) in raw.chunks(rows_per_chunk * row_bytes).enumerate() {
+        let values = &mut values[..chunk.len() / row_bytes * row];
+        dynamic::dequantize(t.out_type, chunk, values)
+            .with_context(|| format!("tensor '{}'", t.name))?;
+        check_finite(t, row0 + i * rows_per_chunk, values, opts)?;
+    }
+    Ok(())
+}
+
 fn encode_small(t: &PlannedTensor, inputs: &Inputs, opts: WriteOptions) -> Result<Vec<u8>> {
     if let Some(raw) = inputs.raw_if_unchanged(t) {
+        check_finite_raw(t, 0, raw, opts)?;
         return Ok(raw.to_vec());
     }
     let mut values = vec![0.0f32; t.n_elements() as usize];
@@ -183,8 +204,15 @@ fn stream_large(
     bar: &ProgressBar,
 ) -> Result<()> {
     if let Some(raw) = inputs.raw_if_unchanged(t) {
-        let step = 16 << 20;
+        // Whole rows at a time (about 16 MiB), so that each chunk is checked as it is copied.
+        let row_bytes = t
+            .out_type
+            .row_bytes(t.row_len())
+            .expect("row fits the type");
+        let rows = ((16 << 20) / row_bytes).max(1);
+        let step = rows * row_bytes;
         for (i, chunk) in raw.chunks(step).enumerate() {
+            check_finite_raw(t, i * rows, chunk, opts)?;
             sink.write_all(chunk)?;
             bar.inc(chunk.len() as u64);
             inputs.release_bytes(t, i * step, i * step + chunk.len());

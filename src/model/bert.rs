@@ -77,7 +77,9 @@ impl Bert {
         let n_types = f
             .tensor("token_types.weight")
             .map_or(0, |t| t.dims.get(1).copied().unwrap_or(1) as usize);
-        let mut layers = Vec::with_capacity(hp.n_layer);
+        // Not with_capacity(n_layer): the count comes from the file, and each layer's
+        // tensors are checked as it is loaded (a missing one ends the loop).
+        let mut layers = Vec::new();
         for i in 0..hp.n_layer {
             let p = |s: &str| format!("blk.{i}.{s}");
             layers.push(Layer {

@@ -77,6 +77,15 @@ impl Model {
         }
     }
 
+    /// Number of transformer blocks (what `-ngl` counts).
+    pub fn n_layer(&self) -> usize {
+        match &self.arch {
+            Arch::Qwen2(m) => m.hp.n_layer,
+            Arch::Bert(m) => m.hp.n_layer,
+            Arch::ModernBert(m) => m.hp.n_layer,
+        }
+    }
+
     /// Longest input the model takes (training context).
     pub fn max_positions(&self) -> usize {
         match &self.arch {

@@ -97,7 +97,9 @@ impl ModernBert {
             }
         }
         let (e, ff) = (hp.n_embd, hp.n_ff);
-        let mut layers = Vec::with_capacity(hp.n_layer);
+        // Not with_capacity(n_layer): the count comes from the file, and each layer's
+        // tensors are checked as it is loaded (a missing one ends the loop).
+        let mut layers = Vec::new();
         for i in 0..hp.n_layer {
             let p = |s: &str| format!("blk.{i}.{s}");
             layers.push(Layer {

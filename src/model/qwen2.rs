@@ -134,7 +134,9 @@ impl Qwen2 {
         } else {
             token_embd.clone()
         };
-        let mut layers = Vec::with_capacity(hp.n_layer);
+        // Not with_capacity(n_layer): the count comes from the file, and each layer's
+        // tensors are checked as it is loaded (a missing one ends the loop).
+        let mut layers = Vec::new();
         for i in 0..hp.n_layer {
             let p = |s: &str| format!("blk.{i}.{s}");
             layers.push(Layer {
@@ -180,8 +182,21 @@ impl Qwen2 {
 
     pub fn new_state_with(&self, ctx: usize, kv_type: KvType) -> DecoderState {
         let kv = self.hp.n_head_kv * self.hp.head_dim;
+        // Offloaded layers keep their cache on the device.
+        self.state_around(KvCache::new(kv_type, self.n_cpu_layers(), ctx, kv), ctx)
+    }
+
+    /// Like [`Qwen2::new_state_with`], but a KV cache too large to allocate is an error, not an
+    /// abort (qrun sizes it from `-c` and the file).
+    pub fn try_new_state_with(&self, ctx: usize, kv_type: KvType) -> Result<DecoderState> {
+        let kv = self.hp.n_head_kv * self.hp.head_dim;
+        let cache = KvCache::try_new(kv_type, self.n_cpu_layers(), ctx, kv)?;
+        Ok(self.state_around(cache, ctx))
+    }
+
+    fn state_around(&self, kv: KvCache, ctx: usize) -> DecoderState {
         DecoderState {
-            kv: KvCache::new(kv_type, self.n_cpu_layers(), ctx, kv),
+            kv,
             len: 0,
             ctx,
             x: Vec::new(),

@@ -123,6 +123,11 @@ pub struct Norm {
     pub b: Option<Vec<f32>>,
 }
 
+/// Largest hyper-parameter (layer count, widths, context length) accepted from a file. Sizes
+/// are computed from them (`3 * n_embd`, KV cache rows) before any tensor confirms them, so
+/// they are bounded first; real models stay far below (2^31).
+pub const MAX_HP: usize = 1 << 31;
+
 pub struct Loader<'a> {
     pub f: &'a GgufFile,
     /// Pack matrices for the CPU's packed kernels (see [`packing_enabled`]).
@@ -219,19 +224,29 @@ impl<'a> Loader<'a> {
         })
     }
 
-    /// A required hyper-parameter `{arch}.{key}`.
+    /// A required hyper-parameter `{arch}.{key}`, at most [`MAX_HP`].
     pub fn hp(&self, arch: &str, key: &str) -> Result<usize> {
         let k = format!("{arch}.{key}");
-        match self.f.get(&k) {
+        let v = match self.f.get(&k) {
             Some(crate::gguf::Value::Array(a)) => a
                 .to_i64_vec()
                 .and_then(|v| v.first().copied())
-                .map(|v| v as usize)
+                .and_then(|v| usize::try_from(v).ok())
                 .with_context(|| {
-                    format!("{}: '{k}' is not an integer array", self.f.path().display())
-                }),
-            _ => self.f.get_usize(&k).map_err(Into::into),
+                    format!(
+                        "{}: '{k}' is not an array of non-negative integers",
+                        self.f.path().display()
+                    )
+                })?,
+            _ => self.f.get_usize(&k)?,
+        };
+        if v > MAX_HP {
+            bail!(
+                "{}: '{k}' is {v}, more than any model has (the limit is {MAX_HP})",
+                self.f.path().display()
+            );
         }
+        Ok(v)
     }
 
     pub fn hp_opt(&self, arch: &str, key: &str) -> Result<Option<usize>> {

@@ -48,6 +48,54 @@ impl KvCache {
         }
     }
 
+    /// Like [`KvCache::new`], but a cache too large to allocate is an error (naming its size)
+    /// rather than an abort: its size comes from `-c` and from the model file.
+    pub fn try_new(ty: KvType, layers: usize, ctx: usize, row: usize) -> Result<KvCache> {
+        fn alloc<T: Clone>(zero: T, layers: usize, n: usize) -> Option<Vec<Vec<T>>> {
+            let mut out = Vec::new();
+            out.try_reserve_exact(layers).ok()?;
+            for _ in 0..layers {
+                let mut v = Vec::new();
+                v.try_reserve_exact(n).ok()?;
+                v.resize(n, zero.clone());
+                out.push(v);
+            }
+            Some(out)
+        }
+        let elem = match ty {
+            KvType::F16 => 2,
+            KvType::F32 => 4,
+        };
+        let n = ctx.checked_mul(row);
+        let bytes = n
+            .and_then(|n| n.checked_mul(2 * elem))
+            .and_then(|b| b.checked_mul(layers));
+        let too_big = || {
+            let mib = bytes.map_or(f64::INFINITY, |b| b as f64 / (1 << 20) as f64);
+            anyhow::anyhow!(
+                "cannot allocate a KV cache of {mib:.0} MiB ({layers} layers x {ctx} positions x {row} values x 2): lower -c"
+            )
+        };
+        let n = n.filter(|_| bytes.is_some()).ok_or_else(too_big)?;
+        let store = match ty {
+            KvType::F16 => {
+                let k = alloc(f16::ZERO, layers, n).ok_or_else(too_big)?;
+                Store::F16(k, alloc(f16::ZERO, layers, n).ok_or_else(too_big)?)
+            }
+            KvType::F32 => {
+                let k = alloc(0.0, layers, n).ok_or_else(too_big)?;
+                Store::F32(k, alloc(0.0, layers, n).ok_or_else(too_big)?)
+            }
+        };
+        Ok(KvCache {
+            store,
+            row,
+            ctx,
+            k32: Vec::new(),
+            v32: Vec::new(),
+        })
+    }
+
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         let (layers, elem) = match &self.store {
@@ -143,5 +191,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_cache_too_large_is_an_error_naming_its_size() {
+        // The element count overflows usize.
+        let e = KvCache::try_new(KvType::F16, 2, usize::MAX / 2, 64)
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string()
+                .contains("cannot allocate a KV cache of inf MiB"),
+            "{e}"
+        );
+        // Representable, but 16 PiB: the allocator refuses.
+        let e = KvCache::try_new(KvType::F32, 1024, 1 << 31, 1 << 10)
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string()
+                .contains("cannot allocate a KV cache of 17179869184 MiB (1024 layers x 2147483648 positions x 1024 values x 2)"),
+            "{e}"
+        );
+        let ok = KvCache::try_new(KvType::F16, 2, 8, 4).unwrap();
+        assert_eq!(ok.bytes(), 2 * 2 * 8 * 4 * 2);
     }
 }
