@@ -13,8 +13,9 @@
 #   bitsandbytes 0.50.2 (PyPI wheel), only its CUDA 13.0 library: unzip the wheel into a folder,
 #   delete the other libbitsandbytes_*.so, tar cJf $D/bnb-site.tar.xz -C FOLDER .
 # Run there (device tool, carry [".carry/gpu"]):  bash tools/gpu-table.sh .carry/gpu
-# A second call on the still-warm machine, `bash tools/gpu-table.sh .carry/gpu llama`, only waits
-# for llama.cpp's build and runs its rows, if the first call ran out of time for them.
+# A second call on the still-warm machine, `bash tools/gpu-table.sh .carry/gpu second`, runs the
+# GPU tests (tests/gpu.rs, carried as $D/gpu) and llama.cpp's rows if the first call ran out of
+# time for them (it waits for the build).
 # Writes $OUT/qgguf.jsonl, $OUT/hf.jsonl, $OUT/llama.jsonl and $OUT/log.txt; tools/gpu_table.py
 # turns them into the Markdown table.
 set -uo pipefail
@@ -59,8 +60,17 @@ if [ "$MODE" = all ]; then
   PYTHONPATH=$W/bnb timeout 300 python3 tools/gpu_hf_speed.py --decoder $W/q05 --encoder $W/mb | tee "$OUT/hf.jsonl"
 fi
 
+if [ "$MODE" != all ] && [ -x "$D/gpu" ]; then
+  echo "== GPU tests (kernels vs CPU for every type; tiny models full and partial offload)"
+  (cd "$D" && QGGUF_VOCAB_DIR="$D/vocab" QGGUF_TEST_GPU=1 timeout 240 ./gpu --test-threads=2 2>&1 \
+    | grep -E "^test |panicked|result|assert" | tee "$OUT/gpu-tests.txt")
+fi
+
 echo "== llama.cpp (CUDA, sm_90, -fa 0)"
-for _ in $(seq 1 200); do [ -e $W/llama-build.done ] && break; sleep 3; done
+# Wait for the build while this call has time left (the second call waits longer).
+LIMIT=$([ "$MODE" = all ] && echo 530 || echo 400)
+while [ ! -e $W/llama-build.done ] && [ $SECONDS -lt $LIMIT ]; do sleep 3; done
+[ -e $W/llama-rows.done ] && exit 0
 if [ ! -x $W/llama/build/bin/llama-bench ]; then
   echo "llama.cpp's build has not finished:"; tail -3 $W/llama-build.log $W/llama-cfg.log
   exit 0
@@ -69,4 +79,5 @@ for t in f16 q8_0 q4_k_m q5_k_s iq4_nl; do
   $W/llama/build/bin/llama-bench -m $W/q-$t.gguf -ngl 99 -fa 0 -p 512 -n 128 -r 3 -o jsonl 2>/dev/null >> "$OUT/llama.jsonl"
   $W/llama/build/bin/llama-bench -m $W/mb-$t.gguf -ngl 99 -fa 0 -p 128 -n 0 -embd 1 -r 5 -o jsonl 2>/dev/null >> "$OUT/llama.jsonl"
 done
+touch $W/llama-rows.done
 wc -l "$OUT"/*.jsonl
