@@ -9,7 +9,7 @@
 #   D=.carry/gpu; mkdir -p $D/vocab; cp target/release/{qrun,qconvert} $D/; strip $D/qrun $D/qconvert
 #   cp $QGGUF_VOCAB_DIR/ggml-vocab-{qwen2,gpt-neox}.gguf $D/vocab/
 #   tar cJf $D/llama-src.tar.xz -C "$(../shared/peers/llama-cpp.sh py)" --exclude=build \
-#     --exclude=models CMakeLists.txt cmake common ggml src include tools vendor examples pocs app licenses LICENSE
+#     CMakeLists.txt cmake common ggml src include tools vendor examples pocs app licenses LICENSE
 #   bitsandbytes 0.50.2 (PyPI wheel), only its CUDA 13.0 library: unzip the wheel into a folder,
 #   delete the other libbitsandbytes_*.so, tar cJf $D/bnb-site.tar.xz -C FOLDER .
 # Run there (device tool, carry [".carry/gpu"]):  bash tools/gpu-table.sh .carry/gpu
@@ -63,7 +63,7 @@ fi
 if [ "$MODE" != all ] && [ -x "$D/gpu" ]; then
   echo "== GPU tests (kernels vs CPU for every type; tiny models full and partial offload)"
   (cd "$D" && QGGUF_VOCAB_DIR="$D/vocab" QGGUF_TEST_GPU=1 timeout 240 ./gpu --test-threads=2 2>&1 \
-    | grep -E "^test |panicked|result|assert" | tee "$OUT/gpu-tests.txt")
+    | grep -E -A4 "^test |panicked|result|assert" | tee "$OUT/gpu-tests.txt")
 fi
 
 echo "== llama.cpp (CUDA, sm_90, -fa 0)"
@@ -72,7 +72,7 @@ LIMIT=$([ "$MODE" = all ] && echo 530 || echo 400)
 while [ ! -e $W/llama-build.done ] && [ $SECONDS -lt $LIMIT ]; do sleep 3; done
 [ -e $W/llama-rows.done ] && exit 0
 if [ ! -x $W/llama/build/bin/llama-bench ]; then
-  echo "llama.cpp's build has not finished:"; tail -3 $W/llama-build.log $W/llama-cfg.log
+  echo "llama.cpp's build has not finished:"; tail -n 15 $W/llama-cfg.log $W/llama-build.log
   exit 0
 fi
 for t in f16 q8_0 q4_k_m q5_k_s iq4_nl; do
