@@ -117,7 +117,7 @@ def predict(forward, ids, labels, bs=64, autocast=True):
     preds = [0] * len(ids)
     logits_all = [None] * len(ids)
     for x, m, _, idx in batches(ids, labels, bs):
-        with torch.autocast(DEV, dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast(DEV, dtype=torch.bfloat16, enabled=autocast and DEV == "cuda"):
             lg = forward(x, m).float()
         for r, i in enumerate(idx):
             preds[i] = int(lg[r].argmax())
@@ -247,13 +247,13 @@ def train_minilm(a, task, outdir, M, key):
         for x, m, y, _ in batches(train["ids"], train["y"], bs, random.Random(a.seed + ep)):
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total, warm, a.minilm_lr)
-            with torch.autocast(DEV, dtype=torch.bfloat16):
+            with torch.autocast(DEV, dtype=torch.bfloat16, enabled=DEV == "cuda"):
                 loss = F.cross_entropy(fwd(x, m).float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            tot += float(loss)
+            tot += loss.item()
             step += 1
         model.eval()
         s, _ = evaluate(fwd, val)
@@ -408,13 +408,13 @@ def train_qwen(a, outdir, M, deadline):
         for x, m, y, _ in batches(train["ids"], train["y"], bs, random.Random(a.seed + ep)):
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total, warm, g["base"])
-            with torch.autocast(DEV, dtype=torch.bfloat16):
+            with torch.autocast(DEV, dtype=torch.bfloat16, enabled=DEV == "cuda"):
                 loss = F.cross_entropy(fwd(x, m).float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
             opt.step()
-            tot += float(loss)
+            tot += loss.item()
             n += 1
             step += 1
             if step == 5:
