@@ -31,10 +31,10 @@ check() {  # DIR TASK: F16 GGUF, then classify a few test texts and compare with
   [ -d "$dir" ] || return 0
   "$qconvert" "$dir" -o "$gguf" --type f16 --force 2>&1 | tail -1
   if [ -n "$task" ]; then
-    head -n 8 "$data/$task/test.jsonl" > "$tmp/$task.jsonl"
+    head -n 16 "$data/$task/test.jsonl" > "$tmp/$task.jsonl"
     "$qrun" classify -m "$gguf" --input "$tmp/$task.jsonl" -o "$tmp/$1.out.jsonl" 2>/dev/null
-    "$py" - "$tmp/$task.jsonl" "$tmp/$1.out.jsonl" "$data/$task/labels.json" "$1" <<'EOF'
-import json, sys
+    "$py" - "$tmp/$task.jsonl" "$tmp/$1.out.jsonl" "$data/$task/labels.json" "$1" "$dir/reference.json" <<'EOF'
+import json, os, sys
 gold = [json.loads(l)["label"] for l in open(sys.argv[1])]
 out = [json.loads(l) for l in open(sys.argv[2])]
 names = json.load(open(sys.argv[3]))
@@ -42,6 +42,12 @@ got = [o["label_id"] for o in out]
 ok = sum(1 for g, p in zip(gold, got) if g == p)
 print(f"{sys.argv[4]}: qrun classify ran on {len(out)} test texts; {ok}/{len(gold)} match the gold labels"
       f" (first: {out[0]['label']!r}, p={max(out[0]['probabilities']):.3f}; gold {names[gold[0]]!r})")
+if os.path.exists(sys.argv[5]):
+    ref = json.load(open(sys.argv[5]))["test_pred"][:len(got)]
+    agree = sum(1 for a, b in zip(ref, got) if a == b)
+    print(f"{sys.argv[4]}: qrun F16 agrees with the GPU side's fp32 predictions on {agree}/{len(ref)}")
+    if agree < len(ref) - 1:
+        sys.exit(f"{sys.argv[4]}: qrun and the reference disagree on {len(ref) - agree} of {len(ref)} texts")
 EOF
   else
     "$qrun" generate -m "$gguf" -p "Call me Ishmael. Some years ago" -n 8 2>/dev/null | tail -2

@@ -91,7 +91,7 @@ for i in $(seq 0 $((last - 1))); do
   echo "     carry: [\".carry/ft$i\"]   timeout_s: 120"
 done
 echo "  $n. command: bash tools/finetune/device.sh stash $last && bash tools/finetune/device.sh train"
-echo "     carry: [\".carry/ft$last\"]   timeout_s: 600   (about 7-9 minutes; \$OUT: minilm-sotu.*, qwen-sotu-lora.*, metrics.json, log.txt)"
+echo "     carry: [\".carry/ft$last\"]   timeout_s: 600   (about 4-6 minutes, at most 9; \$OUT: minilm-sotu.*, qwen-sotu-lora.*, metrics.json, log.txt)"
 echo "  $((n + 1)). command: bash tools/finetune/device.sh fetch bbc"
 echo "     carry: []   timeout_s: 60   (\$OUT: minilm-bbc.*, metrics.json)"
 echo "== then here: tools/finetune/collect.sh DIR (the files of call $n, and of call $((n + 1)) if you have them)"

@@ -360,7 +360,9 @@ def train_qwen(a, outdir, M, deadline):
     with torch.device(DEV):
         backbone = Qwen2Model(config)
         score = nn.Linear(config.hidden_size, len(labels), bias=False)
-    nn.init.normal_(score.weight, std=config.initializer_range)
+    # a zero head starts at loss ln(classes): Qwen's last hidden states are large enough that
+    # HF's normal(0.02) init starts near loss 9, and the early steps only undo that
+    nn.init.zeros_(score.weight)
     base16 = load_file(os.path.join(a.qwen, "model.safetensors"), device=DEV)
     sd = {k[len("model."):]: v.float() for k, v in base16.items() if k.startswith("model.")}
     missing, unexpected = backbone.load_state_dict(sd, strict=False)
@@ -390,7 +392,8 @@ def train_qwen(a, outdir, M, deadline):
     rec = {"config": {"lora": how, "r": a.r, "alpha": a.alpha, "targets": list(TARGETS),
                       "epochs_planned": a.qwen_epochs, "batch": bs, "lr": a.qwen_lr,
                       "head_lr": a.head_lr, "train_max_len": a.train_len, "eval_max_len": 1024,
-                      "seed": a.seed, "train": len(train["ids"]), "pooling": "last token"},
+                      "seed": a.seed, "train": len(train["ids"]), "pooling": "last token",
+                      "head_init": "zeros"},
            "epochs": []}
     M.d[key] = rec
     M.write()
