@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """qrun against llama.cpp, side by side on the same GGUF files and the same machine.
 
-  tools/compare_llama.py [--what accuracy,speed] [--models qwen,minilm,modernbert]
+  tools/compare_llama.py [--what accuracy,speed] [--models qwen,qwen-synth,minilm,modernbert]
                          [--formats f16,q8_0,q4_k_m,q5_k_s,iq4_nl] [-t THREADS] [--chunks N]
                          [--reps N] [--out DIR]
 
@@ -13,8 +13,12 @@ accuracy: decoders: llama-perplexity saves llama.cpp's log-probabilities of the 
           floor between two correct runtimes. And both runtimes against llama.cpp's F16 file
           (the quality of the format). Encoders: cosine of qrun's sentence embeddings against
           llama-embedding's, 32 sentences.
-speed:    llama-bench -p 512 -n 128 and `qrun bench -p 512 -n 128`, same file, same threads,
-          run one after the other; the ratio qrun/llama.cpp.
+speed:    decoders: llama-bench -p 512 -n 128 and `qrun bench -p 512 -n 128`, same file, same
+          threads, run one after the other; the ratio qrun/llama.cpp, each against the decode
+          roofline (`qrun bandwidth` read GB/s / weight bytes per token) and the peak RSS of
+          each process. Encoders: ms per example at batch 32 x 128 tokens, `qrun bench` against
+          llama-embedding's prompt-eval time. NF4 rows are qrun's alone (llama.cpp cannot load
+          that extension type).
 
 Needs: `cargo build --release` (qrun, qconvert; or copies in $QGGUF_BIN), llama.cpp's CPU tools (found through
 $LLAMA_CPP_BIN, else built/printed by ../shared/peers/llama-cpp.sh), the models of
@@ -43,7 +47,11 @@ MODEL_DIRS = {
     "qwen": ("qwen2.5-coder-0.5b", "decoder"),
     "minilm": ("minilm-l6", "encoder"),
     "modernbert": ("modernbert-base-cls113", "encoder"),
+    # Qwen2.5-0.5B's exact shape as a causal LM, seeded random weights (`qconvert synth`).
+    "qwen-synth": ("qwen2.5-0.5b-synth", "decoder"),
 }
+# llama.cpp cannot load NF4 (a qgguf extension type): those rows are qrun's alone.
+QGGUF_ONLY = {"nf4"}
 
 
 def log(*a):
@@ -93,6 +101,11 @@ def convert(qconvert, model, fmt, out_dir):
     src = MODELS / MODEL_DIRS[model][0]
     dst = out_dir / f"{model}-{fmt}.gguf"
     if not dst.exists():
+        if model == "qwen-synth" and not src.exists():
+            vocab = subprocess.run([sys.executable, str(ROOT / "tools/fetch-llama-vocab.py")],
+                                   check=True, text=True, capture_output=True).stdout.strip()
+            run([qconvert, "synth", "qwen2.5-0.5b", "-o", src, "--vocab",
+                 Path(vocab) / "ggml-vocab-qwen2.gguf", "--dtype", "f16"])
         if not src.exists():
             sys.exit(f"{src} is missing: run tools/fetch-models.sh")
         run([qconvert, src, "-o", dst, "--type", fmt])
@@ -182,18 +195,71 @@ def encoder_accuracy(model, files, llama, qrun, args, out_dir):
     return rows
 
 
-def speed(model, files, llama, qrun, args):
+def timed_rss(cmd):
+    """Runs cmd under GNU time; returns (completed process, peak RSS in MiB)."""
+    r = run(["/usr/bin/time", "-f", "QGGUF_MAXRSS_KB=%M", *cmd])
+    m = re.findall(r"QGGUF_MAXRSS_KB=(\d+)", r.stderr)
+    return r, (int(m[-1]) / 1024 if m else None)
+
+
+def speed(model, files, llama, qrun, args, bandwidth):
     rows = []
     for fmt, f in files.items():
-        r = run([llama / "llama-bench", "-m", f, "-p", 512, "-n", 128, "-t", args.threads,
+        row = {"model": model, "format": fmt, "file_mib": f.stat().st_size / 2**20}
+        if fmt not in QGGUF_ONLY:
+            r, row["llama_rss_mib"] = timed_rss(
+                [llama / "llama-bench", "-m", f, "-p", 512, "-n", 128, "-t", args.threads,
                  "-r", args.reps, "-o", "json"])
-        lb = {("pp" if t["n_prompt"] else "tg"): t["avg_ts"] for t in json.loads(r.stdout)}
-        r = run([qrun, "bench", "-m", f, "-p", 512, "-n", 128, "-t", args.threads, "-r",
-                 args.reps, "--json"])
+            lb = {("pp" if t["n_prompt"] else "tg"): t["avg_ts"] for t in json.loads(r.stdout)}
+            row["llama_pp"], row["llama_tg"] = lb.get("pp"), lb.get("tg")
+        r, row["qrun_rss_mib"] = timed_rss(
+            [qrun, "bench", "-m", f, "-p", 512, "-n", 128, "-t", args.threads, "-r",
+             args.reps, "--json"])
         q = json.loads(r.stdout.strip().splitlines()[-1])
-        rows.append({"model": model, "format": fmt, "llama_pp": lb.get("pp"),
-                     "llama_tg": lb.get("tg"), "qrun_pp": q.get("pp_tps"),
-                     "qrun_tg": q.get("tg_tps")})
+        row["qrun_pp"], row["qrun_tg"] = q.get("pp_tps"), q.get("tg_tps")
+        row["qrun_load_ms"] = q.get("load_ms")
+        r = run([qrun, "bandwidth", "-t", args.threads, "-m", f, "--json"])
+        per_token = json.loads(r.stdout.strip().splitlines()[-1])["bytes_per_token"]
+        row["bytes_per_token"] = per_token
+        row["roofline_tg"] = bandwidth * 1e9 / per_token
+        rows.append(row)
+    return rows
+
+
+def encoder_texts(n=32, words=96):
+    """n texts of `words` words of Moby-Dick (about 128 tokens each)."""
+    w = moby_text().read_text().split()
+    return [" ".join(w[i * words:(i + 1) * words]) for i in range(n)]
+
+
+def encoder_speed(model, files, llama, qrun, args, out_dir):
+    """ms per example at batch 32 x 128 tokens: `qrun bench --batch 32 -p 128`, and
+    llama-embedding's own prompt-eval time over 32 Moby-Dick texts of ~128 tokens in one batch
+    (-np 32), scaled to 128 tokens per example."""
+    txt = out_dir / "encoder-texts.txt"
+    txt.write_text("\n".join(encoder_texts()) + "\n")
+    rows = []
+    for fmt, f in files.items():
+        row = {"model": model, "format": fmt, "file_mib": f.stat().st_size / 2**20}
+        if fmt not in QGGUF_ONLY:
+            best = None
+            for _ in range(args.reps):
+                r, rss = timed_rss([llama / "llama-embedding", "-m", f, "-f", txt, "-t",
+                                    args.threads, "-c", 8192, "-b", 8192, "-ub", 8192,
+                                    "-np", 32, "--pooling", "mean",
+                                    "--embd-output-format", "json"])
+                m = re.search(r"prompt eval time =\s+([\d.]+) ms /\s+(\d+) tokens",
+                              r.stderr + r.stdout)
+                if m:
+                    ms = float(m.group(1)) / int(m.group(2)) * 128
+                    best = ms if best is None else min(best, ms)
+                row["llama_rss_mib"] = rss
+            row["llama_ms"] = best
+        r, row["qrun_rss_mib"] = timed_rss(
+            [qrun, "bench", "-m", f, "-p", 128, "--batch", 32, "-t", args.threads, "-r",
+             max(args.reps, 3), "--json"])
+        row["qrun_ms"] = json.loads(r.stdout.strip().splitlines()[-1])["ms_per_example"]
+        rows.append(row)
     return rows
 
 
@@ -222,17 +288,45 @@ def markdown(report, args):
             lines.append(f"| {r['model']} | {r['format']} | {r['n']} | {r['cos_min']:.6f} | "
                          f"{r['cos_mean']:.6f} |")
         lines.append("")
+    def ratio(a, b):
+        return f"{a / b:.2f}x" if a and b else "–"
+
+    def num(v, nd=1):
+        return f"{v:.{nd}f}" if v is not None else "–"
+
     if report["speed"]:
-        lines += ["Speed, tokens/s (pp512 / tg128), same file, one after the other:", "",
-                  "| model | format | llama.cpp pp512 | qrun pp512 | ratio | llama.cpp tg128 "
-                  "| qrun tg128 | ratio |", "|---|---|---|---|---|---|---|---|"]
+        lines += [f"Decoder speed, tokens/s, same file, same {args.threads} threads, one after "
+                  f"the other (llama-bench -p 512 -n 128 -r {args.reps}; qrun bench likewise). "
+                  f"Roofline: {report['bandwidth_gbps']:.1f} GB/s read bandwidth (`qrun "
+                  f"bandwidth -t {args.threads}`) / weight bytes read per token. RSS: peak "
+                  "resident memory of the whole bench process (GNU time).", "",
+                  "| model | format | MiB | llama.cpp pp512 | qrun pp512 | ratio | llama.cpp "
+                  "tg128 | qrun tg128 | ratio | roofline tg | qrun % of roofline | llama.cpp % "
+                  "of roofline | RSS MiB llama.cpp / qrun |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in report["speed"]:
-            def ratio(a, b):
-                return f"{a / b:.2f}x" if a and b else "-"
-            lines.append(f"| {r['model']} | {r['format']} | {r['llama_pp']:.1f} | "
-                         f"{r['qrun_pp']:.1f} | {ratio(r['qrun_pp'], r['llama_pp'])} | "
-                         f"{r['llama_tg']:.1f} | {r['qrun_tg']:.1f} | "
-                         f"{ratio(r['qrun_tg'], r['llama_tg'])} |")
+            roof = r["roofline_tg"]
+            pct = (lambda v: f"{100 * v / roof:.0f}%" if v else "–")
+            lines.append(
+                f"| {r['model']} | {r['format']} | {r['file_mib']:.0f} | "
+                f"{num(r.get('llama_pp'))} | {num(r['qrun_pp'])} | "
+                f"{ratio(r['qrun_pp'], r.get('llama_pp'))} | {num(r.get('llama_tg'))} | "
+                f"{num(r['qrun_tg'])} | {ratio(r['qrun_tg'], r.get('llama_tg'))} | "
+                f"{roof:.1f} | {pct(r['qrun_tg'])} | {pct(r.get('llama_tg'))} | "
+                f"{num(r.get('llama_rss_mib'), 0)} / {num(r.get('qrun_rss_mib'), 0)} |")
+        lines.append("")
+    if report.get("encoder_speed"):
+        lines += ["Encoder speed, ms per example of 128 tokens at batch 32 (qrun bench --batch "
+                  "32 -p 128; llama-embedding's prompt-eval time over 32 texts of ~128 tokens "
+                  "in one batch, per 128 tokens; best of the repetitions):", "",
+                  "| model | format | MiB | llama.cpp ms | qrun ms | speed-up | RSS MiB "
+                  "llama.cpp / qrun |", "|---|---|---:|---:|---:|---:|---:|"]
+        for r in report["encoder_speed"]:
+            lines.append(
+                f"| {r['model']} | {r['format']} | {r['file_mib']:.0f} | "
+                f"{num(r.get('llama_ms'), 3)} | {num(r['qrun_ms'], 3)} | "
+                f"{ratio(r.get('llama_ms'), r['qrun_ms'])} | "
+                f"{num(r.get('llama_rss_mib'), 0)} / {num(r.get('qrun_rss_mib'), 0)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -255,17 +349,27 @@ def main():
         sys.exit("build first: cargo build --release")
     llama = llama_bin()
     report = {"command": "tools/compare_llama.py " + " ".join(sys.argv[1:]),
-              "threads": args.threads, "decoder": [], "encoder": [], "speed": []}
+              "threads": args.threads, "decoder": [], "encoder": [], "speed": [],
+              "encoder_speed": []}
+    if "speed" in what:
+        r = run([qrun, "bandwidth", "-t", args.threads, "--json"])
+        report["bandwidth_gbps"] = json.loads(r.stdout.strip().splitlines()[-1])["read_gbps"]
     for model in args.models.split(","):
         kind = MODEL_DIRS[model][1]
-        files = {f: convert(qconvert, model, f, args.out) for f in args.formats.split(",")}
+        formats = args.formats.split(",")
+        files = {f: convert(qconvert, model, f, args.out) for f in formats}
+        llama_files = {f: p for f, p in files.items() if f not in QGGUF_ONLY}
         if "accuracy" in what:
             if kind == "decoder":
-                report["decoder"] += decoder_accuracy(model, files, llama, qrun, args, args.out)
+                report["decoder"] += decoder_accuracy(model, llama_files, llama, qrun, args,
+                                                      args.out)
             else:
-                report["encoder"] += encoder_accuracy(model, files, llama, qrun, args, args.out)
+                report["encoder"] += encoder_accuracy(model, llama_files, llama, qrun, args,
+                                                      args.out)
         if "speed" in what and kind == "decoder":
-            report["speed"] += speed(model, files, llama, qrun, args)
+            report["speed"] += speed(model, files, llama, qrun, args, report["bandwidth_gbps"])
+        if "speed" in what and kind == "encoder":
+            report["encoder_speed"] += encoder_speed(model, files, llama, qrun, args, args.out)
     (args.out / "compare.json").write_text(json.dumps(report, indent=1))
     md = markdown(report, args)
     (args.out / "compare.md").write_text(md)

@@ -8,11 +8,11 @@
 #   cargo build --release --features cuda
 #   D=.carry/gpu; mkdir -p $D/vocab; cp target/release/{qrun,qconvert} $D/; strip $D/qrun $D/qconvert
 #   cp $QGGUF_VOCAB_DIR/ggml-vocab-{qwen2,gpt-neox}.gguf $D/vocab/
-#   tar cJf $D/llama-src.tar.xz -C "$(../shared/peers/llama-cpp.sh py)" --exclude=build \
+#   mkdir -p .carry/llama; tar cJf .carry/llama/llama-src.tar.xz -C "$(../shared/peers/llama-cpp.sh py)" --exclude=build \
 #     CMakeLists.txt cmake common ggml src include tools vendor examples pocs app licenses LICENSE
 #   bitsandbytes 0.50.2 (PyPI wheel), only its CUDA 13.0 library: unzip the wheel into a folder,
 #   delete the other libbitsandbytes_*.so, tar cJf $D/bnb-site.tar.xz -C FOLDER .
-# Run there (device tool, carry [".carry/gpu"]):  bash tools/gpu-table.sh .carry/gpu
+# Run there (device tool, carry [".carry/gpu", ".carry/llama"]):  bash tools/gpu-table.sh .carry/gpu
 # A second call on the still-warm machine, `bash tools/gpu-table.sh .carry/gpu second`, runs the
 # GPU tests (tests/gpu.rs, carried as $D/gpu) and llama.cpp's rows if the first call ran out of
 # time for them (it waits for the build).
@@ -35,7 +35,8 @@ if [ "$MODE" = all ]; then
   # llama.cpp's CUDA tools, built in the background (a process session of its own, so a
   # second call can use it) while qgguf and transformers measure.
   if [ ! -e $W/llama/build/bin/llama-bench ]; then
-    mkdir -p $W/llama && tar xJf "$D/llama-src.tar.xz" -C $W/llama
+    LSRC=$D/llama-src.tar.xz; [ -f "$LSRC" ] || LSRC=$D/../llama/llama-src.tar.xz
+    mkdir -p $W/llama && tar xJf "$LSRC" -C $W/llama
     setsid bash -c "cd $W/llama && cmake -B build -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
       -DGGML_CUDA_FA=OFF -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
       -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF > $W/llama-cfg.log 2>&1 && \
