@@ -96,7 +96,13 @@ impl Envelope {
     /// model (not counted at all), inner `None` when it applies but was not measured.
     fn value(row: &Row, key: &str) -> Option<Option<f64>> {
         let cls = row.kind != Some(Kind::Lm);
+        // The F16 row is the reference: it agrees with itself by definition.
+        let reference = row.format == "F16" && row.engine == "qgguf";
         let v = match key {
+            "min_agree" if reference && cls => Some(1.0),
+            "max_flips" | "min_delta_acc" if reference && cls => Some(0.0),
+            "min_top1" if reference && !cls => Some(1.0),
+            "max_kld" | "max_kld99" if reference && !cls => Some(0.0),
             "max_ms" => row.latency_ms(),
             "max_mib" => row.peak_mib,
             "max_file_mib" => row.file_mib,
@@ -107,13 +113,7 @@ impl Envelope {
             "max_flips" if cls => row.flips.map(|f| f as f64),
             "max_ece" if cls => row.ece,
             "max_ece_ts" if cls => row.ece_ts,
-            "min_delta_acc" if cls => {
-                if row.format == "F16" && row.engine == "qgguf" {
-                    Some(0.0)
-                } else {
-                    row.delta.map(|d| d.delta)
-                }
-            }
+            "min_delta_acc" if cls => row.delta.map(|d| d.delta),
             "max_ppl_ratio" if !cls => row.ppl_ratio,
             "max_kld" if !cls => row.kld_mean,
             "max_kld99" if !cls => row.kld_p99,
