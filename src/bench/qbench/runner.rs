@@ -346,7 +346,7 @@ pub fn run(bins: &Bins, o: &Options) -> Result<Outcome> {
     let per_model = o.formats.len() as u64 * (1 + o.devices.len() as u64);
     let pb = bar(per_model * specs.len() as u64);
     for s in &skipped {
-        pb.println(format!("qbench: {s}"));
+        say(&pb, format!("qbench: {s}"));
     }
     let text = o.data_dir.join("moby.txt");
     let mut rows = Vec::new();
@@ -356,7 +356,7 @@ pub fn run(bins: &Bins, o: &Options) -> Result<Outcome> {
             Ok(r) => rows.append(r),
             Err(e) => {
                 let msg = format!("{}: {e:#}; skipped", spec.name);
-                pb.println(format!("qbench: {msg}"));
+                say(&pb, format!("qbench: {msg}"));
                 skipped.push(msg);
             }
         }
@@ -388,7 +388,7 @@ fn run_model(
             spec.name,
             text.display()
         );
-        pb.println(format!("qbench: {msg}"));
+        say(pb, format!("qbench: {msg}"));
         skipped.push(msg);
         None
     } else {
@@ -402,12 +402,12 @@ fn run_model(
     ));
     let mut files = Vec::new();
     for f in &o.formats {
-        pb.set_message(format!("converting {} to {f}", spec.name));
+        step(pb, format!("converting {} to {f}", spec.name));
         match convert(bins, spec, f, &conv_dir, o.threads) {
             Ok(p) => files.push((f.clone(), p)),
             Err(e) => {
                 let msg = format!("{e:#}");
-                pb.println(format!("qbench: {msg}"));
+                say(pb, format!("qbench: {msg}"));
                 skipped.push(msg);
                 pb.inc(o.devices.len() as u64);
             }
@@ -433,11 +433,11 @@ fn run_model(
                 .filter(|_| !(is_base && text.is_some() && spec.kind == Kind::Lm && !kld_path.is_file()));
             let m = match cached {
                 Some(m) => {
-                    pb.set_message(format!("{name}: cached"));
+                    step(pb, format!("{name}: cached"));
                     m
                 }
                 None => {
-                    pb.set_message(format!("measuring {name}"));
+                    step(pb, format!("measuring {name}"));
                     let mut m = Measured {
                         key: key.clone(),
                         model: spec.name.clone(),
@@ -464,11 +464,11 @@ fn run_model(
                     };
                     if let Err(e) = r {
                         let msg = format!("{name}: {e:#}");
-                        pb.println(format!("qbench: {msg}"));
+                        say(pb, format!("qbench: {msg}"));
                         m.error = Some(msg);
                     }
                     if let Err(e) = cache.put(&name, &m) {
-                        pb.println(format!("qbench: {name}: not cached: {e:#}"));
+                        say(pb, format!("qbench: {name}: not cached: {e:#}"));
                     }
                     m
                 }
@@ -484,7 +484,7 @@ fn run_model(
         }
         if let (Some(l), Kind::Lm) = (llama, spec.kind) {
             for (format, gguf) in &files {
-                pb.set_message(format!("llama.cpp {} {format} {}", spec.name, device.name()));
+                step(pb, format!("llama.cpp {} {format} {}", spec.name, device.name()));
                 let key = key_of(&json!({
                     "v": QBENCH_VERSION, "file": file_identity(gguf), "format": format,
                     "device": device, "threads": o.threads, "engine": "llama.cpp",
@@ -500,7 +500,7 @@ fn run_model(
                             base_file.as_deref(),
                         );
                         if let Some(e) = &m.error {
-                            pb.println(format!("qbench: {name}: {e}"));
+                            say(pb, format!("qbench: {name}: {e}"));
                         }
                         let _ = cache.put(&name, &m);
                         m
@@ -533,4 +533,19 @@ fn run_model(
         out.push(row);
     }
     Ok(out)
+}
+
+/// A message on stderr above the progress bar (`ProgressBar::println` prints nothing when the
+/// bar is hidden, as it is when stderr is not a terminal).
+fn say(pb: &ProgressBar, msg: String) {
+    pb.suspend(|| eprintln!("{msg}"));
+}
+
+/// The current step: on the bar, or as a line of its own when the bar is hidden (stderr not a
+/// terminal), so logs of long runs still show progress.
+fn step(pb: &ProgressBar, msg: String) {
+    if pb.is_hidden() {
+        eprintln!("qbench: [{}/{}] {msg}", pb.position() + 1, pb.length().unwrap_or(0));
+    }
+    pb.set_message(msg);
 }
