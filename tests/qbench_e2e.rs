@@ -28,7 +28,12 @@ fn fixtures(root: &Path, vocab: &Path) {
     for (preset, name, v, labels) in [
         ("tiny-qwen2", "qwen-sotu-lm", "qwen2", None),
         ("tiny-bert-cls", "minilm-sotu-cls", "bert-bge", Some("4")),
-        ("tiny-modernbert-cls", "modernbert-base-cls113", "gpt-neox", None),
+        (
+            "tiny-modernbert-cls",
+            "modernbert-base-cls113",
+            "gpt-neox",
+            None,
+        ),
     ] {
         let mut c = Command::new(qconvert);
         c.args(["synth", preset, "-o", s(&models.join(name)), "--vocab"])
@@ -86,7 +91,18 @@ fn qbench(root: &Path, out: &Path, extra: &[&str]) -> Command {
         .env_remove("LLAMA_CPP_BIN")
         .args(["--out", s(out), "-t", "1"])
         .args(["--formats", "f16,q8_0,q4_k_m"])
-        .args(["--ppl-ctx", "32", "--ppl-chunks", "2", "-p", "32", "-n", "4", "-r", "1"])
+        .args([
+            "--ppl-ctx",
+            "32",
+            "--ppl-chunks",
+            "2",
+            "-p",
+            "32",
+            "-n",
+            "4",
+            "-r",
+            "1",
+        ])
         .args(extra);
     c
 }
@@ -105,7 +121,12 @@ fn qbench_end_to_end_and_cache() {
     let o = run(&mut qbench(
         &root,
         &out,
-        &["--models", models, "--envelope", "max_ms=1000,min_f1=0.0,max_kld=10"],
+        &[
+            "--models",
+            models,
+            "--envelope",
+            "max_ms=1000,min_f1=0.0,max_kld=10",
+        ],
     ));
     let md = String::from_utf8(o.stdout).unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
@@ -152,7 +173,14 @@ fn qbench_end_to_end_and_cache() {
     // Classifier: 24 test examples, accuracy and calibration, deltas per tier against F16.
     let c = row("minilm-sotu-cls", "Q8_0");
     assert_eq!(c["n_test"], 24);
-    for k in ["accuracy", "macro_f1", "agree", "ece", "ece_ts", "temperature"] {
+    for k in [
+        "accuracy",
+        "macro_f1",
+        "agree",
+        "ece",
+        "ece_ts",
+        "temperature",
+    ] {
         assert!(c[k].as_f64().is_some(), "{k}: {c}");
     }
     let tiers: Vec<&str> = c["tiers"]
@@ -184,7 +212,14 @@ fn qbench_end_to_end_and_cache() {
     let j2: serde_json::Value = serde_json::from_slice(&o2.stdout).unwrap();
     assert!(String::from_utf8_lossy(&o2.stderr).contains("9 rows"));
     for (a, b) in rows.iter().zip(j2["rows"].as_array().unwrap()) {
-        for k in ["tg_tps", "ms_per_example", "ppl", "kld_mean", "accuracy", "peak_mib"] {
+        for k in [
+            "tg_tps",
+            "ms_per_example",
+            "ppl",
+            "kld_mean",
+            "accuracy",
+            "peak_mib",
+        ] {
             assert_eq!(a[k], b[k], "{k} changed on a cached run");
         }
     }
@@ -195,16 +230,30 @@ fn qbench_end_to_end_and_cache() {
     // rewritten, the others are left alone.
     let minilm_q8 = cached
         .iter()
-        .position(|e| e.file_name().to_string_lossy().starts_with("minilm-sotu-cls.Q8_0."))
+        .position(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("minilm-sotu-cls.Q8_0.")
+        })
         .expect("a cached minilm Q8_0 row");
     let lm = cached
         .iter()
-        .position(|e| e.file_name().to_string_lossy().starts_with("qwen-sotu-lm.Q8_0."))
+        .position(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("qwen-sotu-lm.Q8_0.")
+        })
         .expect("a cached LM Q8_0 row");
     let o3 = run(&mut qbench(
         &root,
         &out,
-        &["--models", "minilm-sotu-cls", "--formats", "q8_0", "--fresh"],
+        &[
+            "--models",
+            "minilm-sotu-cls",
+            "--formats",
+            "q8_0",
+            "--fresh",
+        ],
     ));
     assert!(String::from_utf8_lossy(&o3.stdout).contains("| minilm-sotu-cls | Q8_0 |"));
     assert_ne!(stamp(&cached[minilm_q8].path()), before[minilm_q8]);
@@ -219,13 +268,19 @@ fn qbench_bad_flags_fail_clearly() {
         let o = qbench(&root, &out, extra).output().unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{extra:?}: {err}");
-        assert!(err.contains(want) && !err.contains("panicked"), "{extra:?}: {err}");
+        assert!(
+            err.contains(want) && !err.contains("panicked"),
+            "{extra:?}: {err}"
+        );
     };
     fails(&["--envelope", "max_speed=1"], "unknown key 'max_speed'");
     fails(&["--formats", "q3_k"], "unknown format 'q3_k'");
     fails(&["--device", "tpu"], "unknown device 'tpu'");
     fails(&["--n-test", "0"], "--n-test 0");
-    fails(&["--peer-rows", "/nonexistent/rows.jsonl"], "/nonexistent/rows.jsonl");
+    fails(
+        &["--peer-rows", "/nonexistent/rows.jsonl"],
+        "/nonexistent/rows.jsonl",
+    );
     // No model present at all: nothing to measure, and each absence is named.
     fails(&["--models", "minilm-sotu-cls"], "nothing was measured");
 }

@@ -25,3 +25,17 @@ pub fn parse_vm_hwm(status: &str) -> Option<f64> {
         .ok()?;
     Some(kb / 1024.0)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn vm_hwm_parses() {
+        let s = "Name:\tqrun\nVmPeak:\t  999 kB\nVmHWM:\t    2048 kB\nVmRSS:\t 1 kB\n";
+        assert_eq!(super::parse_vm_hwm(s), Some(2.0));
+        assert_eq!(super::parse_vm_hwm("VmRSS: 1 kB"), None);
+        // This process has a peak of its own on Linux.
+        if cfg!(target_os = "linux") {
+            assert!(super::peak_rss_mib().unwrap() > 0.0);
+        }
+    }
+}

@@ -125,10 +125,17 @@ fn run(a: Args) -> Result<()> {
     set(&mut settings.ppl_chunks, a.ppl_chunks, "ppl-chunks")?;
     set(&mut settings.ppl_ctx, a.ppl_ctx, "ppl-ctx")?;
     let mut formats: Vec<String> = if a.formats.is_empty() {
-        let d: &[&str] = if a.quick { &QUICK_FORMATS } else { &ALL_FORMATS };
+        let d: &[&str] = if a.quick {
+            &QUICK_FORMATS
+        } else {
+            &ALL_FORMATS
+        };
         d.iter().map(|s| s.to_string()).collect()
     } else {
-        a.formats.iter().map(|f| parse_format(f)).collect::<Result<_>>()?
+        a.formats
+            .iter()
+            .map(|f| parse_format(f))
+            .collect::<Result<_>>()?
     };
     formats.dedup();
     if !formats.iter().any(|f| f == "F16") {
@@ -152,7 +159,11 @@ fn run(a: Args) -> Result<()> {
         eprintln!("qbench: note: --quick is meant for the CPU; measuring on the GPU as asked");
     }
     let models: Vec<String> = if a.models.is_empty() {
-        let d: &[&str] = if a.quick { &QUICK_MODELS } else { &DEFAULT_MODELS };
+        let d: &[&str] = if a.quick {
+            &QUICK_MODELS
+        } else {
+            &DEFAULT_MODELS
+        };
         d.iter().map(|s| s.to_string()).collect()
     } else {
         a.models.clone()
@@ -195,10 +206,7 @@ fn run(a: Args) -> Result<()> {
     let mut rows = outcome.rows;
     rows.extend(imported);
     if rows.is_empty() {
-        bail!(
-            "nothing was measured:\n  {}",
-            outcome.skipped.join("\n  ")
-        );
+        bail!("nothing was measured:\n  {}", outcome.skipped.join("\n  "));
     }
     if let Some(e) = &envelope {
         for r in &mut rows {
@@ -213,14 +221,12 @@ fn run(a: Args) -> Result<()> {
             md.push_str(&format!("- {s}\n"));
         }
     }
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|x| x.trim().to_string())
-        });
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
+        s.lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|x| x.trim().to_string())
+    });
     let command: Vec<String> = std::env::args().collect();
     let meta = json!({
         "version": QBENCH_VERSION, "command": command.join(" "), "threads": threads,

@@ -148,6 +148,9 @@ struct BatchArgs {
     /// With -o: print the timing summary as one JSON object on stdout.
     #[arg(long)]
     json: bool,
+    /// Run the first batch once, untimed, before the timed pass.
+    #[arg(long)]
+    warmup: bool,
 }
 
 #[derive(Args)]
@@ -597,20 +600,20 @@ fn batch_job(a: BatchArgs, classify: bool) -> Result<()> {
         )),
         None => Box::new(std::io::stdout().lock()),
     };
-    let t0 = Instant::now();
     let mut st = EncoderState::default();
     let max = match a.ctx {
         Some(0) => bail!("-c 0: a text must keep at least one token"),
         Some(c) => c.min(model.max_positions()),
         None => model.max_positions(),
     };
-    let mut index = 0usize;
-    for chunk in texts.chunks(a.batch.max(1)) {
+    let batch_size = a.batch.max(1);
+    // One forward pass over a chunk of texts: their output rows.
+    let mut run_chunk = |chunk: &[String]| -> Result<Vec<serde_json::Value>> {
         let ids: Vec<Vec<u32>> = chunk
             .iter()
             .map(|t| encode_truncated(&tok, t, max))
             .collect::<Result<_>>()?;
-        let rows: Vec<serde_json::Value> = match &model.arch {
+        Ok(match &model.arch {
             Arch::Qwen2(m) => {
                 let mut dst = m.try_new_state_with(
                     ids.iter().map(Vec::len).max().unwrap_or(1),
@@ -641,7 +644,16 @@ fn batch_job(a: BatchArgs, classify: bool) -> Result<()> {
                         .collect()
                 }
             }
-        };
+        })
+    };
+    if a.warmup {
+        // Untimed: buffers reach their size, GPU libraries initialise (as `qrun bench` does).
+        run_chunk(&texts[..batch_size.min(texts.len())])?;
+    }
+    let t0 = Instant::now();
+    let mut index = 0usize;
+    for chunk in texts.chunks(batch_size) {
+        let rows = run_chunk(chunk)?;
         for mut r in rows {
             r["index"] = json!(index);
             index += 1;

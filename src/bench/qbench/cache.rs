@@ -72,7 +72,13 @@ impl RowCache {
         // The readable part only helps people browsing the folder; the key decides.
         let safe: String = name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         self.dir.join(format!("{safe}.{key}.json"))
     }

@@ -23,10 +23,7 @@ pub fn parse_format(s: &str) -> Result<String> {
     let up = s.trim().to_ascii_uppercase();
     match ALL_FORMATS.iter().find(|f| **f == up) {
         Some(f) => Ok(f.to_string()),
-        None => bail!(
-            "unknown format '{s}' (known: {})",
-            ALL_FORMATS.join(", ")
-        ),
+        None => bail!("unknown format '{s}' (known: {})", ALL_FORMATS.join(", ")),
     }
 }
 
@@ -80,8 +77,8 @@ pub struct ModelSpec {
 /// What makes each default model, for the message when it is absent.
 fn maker(name: &str) -> &'static str {
     match name {
-        "qwen-sotu-cls" | "qwen-sotu-lm" | "minilm-sotu-cls" => {
-            "the fine-tuning scripts in tools/ (issue 7's classifiers; see README)"
+        "qwen-sotu-cls" | "qwen-sotu-lm" | "minilm-sotu-cls" | "minilm-bbc-cls" => {
+            "tools/finetune/ (trained on the GPU machine, then `kit.py collect`; see tools/finetune/README.md)"
         }
         _ => "tools/fetch-models.sh",
     }
@@ -105,25 +102,25 @@ fn has_weights(dir: &Path) -> bool {
 
 /// Resolves a default model's name to its folder under `models`, or says why it is skipped.
 pub fn resolve_model(name: &str, models: &Path) -> Result<ModelSpec, String> {
-    let spec = |kind, dir: PathBuf, dataset: Option<&str>, synthetic, note: Option<String>| {
-        ModelSpec {
+    let spec =
+        |kind, dir: PathBuf, dataset: Option<&str>, synthetic, note: Option<String>| ModelSpec {
             name: name.to_string(),
             kind,
             dir,
             dataset: dataset.map(str::to_string),
             synthetic,
             note,
-        }
-    };
+        };
     let (kind, dataset, synthetic) = match name {
         "qwen-sotu-cls" | "minilm-sotu-cls" => (Kind::Classifier, Some("sotu"), false),
+        "minilm-bbc-cls" => (Kind::Classifier, Some("bbc"), false),
         "qwen-sotu-lm" => (Kind::Lm, None, false),
         "modernbert-base-cls113" => (Kind::Classifier, Some("sotu"), true),
         "qwen2.5-coder-0.5b" => (Kind::Lm, None, false),
         "qwen2.5-0.5b-cls113" => (Kind::Classifier, Some("sotu"), true),
         other => {
             return Err(format!(
-                "unknown model '{other}' (known: {}, qwen2.5-coder-0.5b, qwen2.5-0.5b-cls113)",
+                "unknown model '{other}' (known: {}, minilm-bbc-cls, qwen2.5-coder-0.5b, qwen2.5-0.5b-cls113)",
                 DEFAULT_MODELS.join(", ")
             ))
         }
@@ -220,9 +217,14 @@ mod tests {
     #[test]
     fn absent_models_name_their_maker() {
         let e = resolve_model("minilm-sotu-cls", Path::new("/nonexistent")).unwrap_err();
-        assert!(e.contains("/nonexistent/minilm-sotu-cls") && e.contains("tools/"), "{e}");
+        assert!(
+            e.contains("/nonexistent/minilm-sotu-cls") && e.contains("tools/"),
+            "{e}"
+        );
         let e = resolve_model("modernbert-base-cls113", Path::new("/nonexistent")).unwrap_err();
         assert!(e.contains("tools/fetch-models.sh"), "{e}");
-        assert!(resolve_model("gpt-9", Path::new("/x")).unwrap_err().contains("unknown"));
+        assert!(resolve_model("gpt-9", Path::new("/x"))
+            .unwrap_err()
+            .contains("unknown"));
     }
 }

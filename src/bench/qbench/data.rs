@@ -103,6 +103,9 @@ mod tests {
         let p = dir.path().join("test.jsonl");
         std::fs::write(&p, "{\"text\": \"a\", \"label\": 1}\n{\"text\": \"b\"}\n").unwrap();
         let e = format!("{:#}", read_split(&p).unwrap_err());
-        assert!(e.contains("test.jsonl: line 2") && e.contains("label"), "{e}");
+        assert!(
+            e.contains("test.jsonl: line 2") && e.contains("label"),
+            "{e}"
+        );
     }
 }

@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 
 /// The known constraint names, their meaning, and which kind of model they apply to.
 pub const KEYS: [(&str, &str); 16] = [
-    ("max_ms", "latency ms: per example (classifiers), per generated token (LMs)"),
+    (
+        "max_ms",
+        "latency ms: per example (classifiers), per generated token (LMs)",
+    ),
     ("max_mib", "peak memory MiB (RSS on CPU, VRAM on GPU)"),
     ("max_file_mib", "file size MiB"),
     ("max_bpw", "bits per weight"),
@@ -20,7 +23,10 @@ pub const KEYS: [(&str, &str); 16] = [
     ("max_flips", "predictions that differ from F16's"),
     ("max_ece", "ECE before temperature scaling"),
     ("max_ece_ts", "ECE after temperature scaling"),
-    ("min_delta_acc", "accuracy minus F16's (fraction; e.g. -0.01)"),
+    (
+        "min_delta_acc",
+        "accuracy minus F16's (fraction; e.g. -0.01)",
+    ),
     ("max_ppl_ratio", "perplexity / F16's"),
     ("max_kld", "mean KL divergence from F16"),
     ("max_kld99", "99th percentile KL divergence from F16"),
@@ -70,7 +76,10 @@ impl Envelope {
             let k = k.trim();
             if !KEYS.iter().any(|(name, _)| *name == k) {
                 let names: Vec<&str> = KEYS.iter().map(|(n, _)| *n).collect();
-                bail!("--envelope: unknown key '{k}' (known: {})", names.join(", "));
+                bail!(
+                    "--envelope: unknown key '{k}' (known: {})",
+                    names.join(", ")
+                );
             }
             let limit: f64 = v
                 .trim()

@@ -26,12 +26,7 @@ pub fn flips(a: &[usize], b: &[usize]) -> usize {
 /// model, and with 113 classes a test split rarely holds every one. A class with no true
 /// positive scores 0.
 pub fn macro_f1(pred: &[usize], gold: &[usize]) -> f64 {
-    let n = pred
-        .iter()
-        .chain(gold)
-        .copied()
-        .max()
-        .map_or(0, |m| m + 1);
+    let n = pred.iter().chain(gold).copied().max().map_or(0, |m| m + 1);
     let (mut tp, mut fp, mut fneg) = (vec![0usize; n], vec![0usize; n], vec![0usize; n]);
     for (&p, &g) in pred.iter().zip(gold) {
         if p == g {
@@ -61,10 +56,7 @@ pub fn macro_f1(pred: &[usize], gold: &[usize]) -> f64 {
 /// Softmax of `logits / t` in f64.
 pub fn softmax_t(logits: &[f32], t: f64) -> Vec<f64> {
     let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let e: Vec<f64> = logits
-        .iter()
-        .map(|&l| ((l as f64 - m) / t).exp())
-        .collect();
+    let e: Vec<f64> = logits.iter().map(|&l| ((l as f64 - m) / t).exp()).collect();
     let s: f64 = e.iter().sum();
     e.into_iter().map(|x| x / s).collect()
 }
@@ -247,7 +239,10 @@ mod tests {
         let gold = [0, 0, 1, 1, 2];
         let pred = [0, 2, 0, 1, 2];
         let f = macro_f1(&pred, &gold);
-        assert!((f - (0.5 + 2.0 / 3.0 + 2.0 / 3.0) / 3.0).abs() < 1e-12, "{f}");
+        assert!(
+            (f - (0.5 + 2.0 / 3.0 + 2.0 / 3.0) / 3.0).abs() < 1e-12,
+            "{f}"
+        );
         assert_eq!(accuracy(&pred, &gold), 0.6);
         assert_eq!(flips(&pred, &gold), 2);
     }

@@ -3,11 +3,11 @@
 //! configuration's peak memory is its own), compared with the F16 row, cached row by row so an
 //! interrupted run resumes, and reported as Markdown, CSV, JSON and SVG plots.
 
-pub mod metrics;
 pub mod cache;
 pub mod config;
 pub mod data;
 pub mod envelope;
+pub mod metrics;
 pub mod peers;
 pub mod plots;
 pub mod report;

@@ -65,7 +65,9 @@ pub fn run_sampled(cmd: &mut Command, what: &str) -> Result<(String, String, Opt
 /// llama-bench's `-o json`: (pp tokens/s, tg tokens/s, load-free).
 pub fn parse_llama_bench(json: &str) -> Result<(Option<f64>, Option<f64>)> {
     let v: Value = serde_json::from_str(json.trim()).context("llama-bench: output is not JSON")?;
-    let arr = v.as_array().context("llama-bench: output is not a JSON list")?;
+    let arr = v
+        .as_array()
+        .context("llama-bench: output is not a JSON list")?;
     let mut pp = None;
     let mut tg = None;
     for t in arr {
@@ -219,7 +221,9 @@ impl LlamaCpp {
             ngl,
         ]);
         if let Some(b) = base {
-            cmd.arg("--kl-divergence-base").arg(b).arg("--kl-divergence");
+            cmd.arg("--kl-divergence-base")
+                .arg(b)
+                .arg("--kl-divergence");
         }
         let (stdout, stderr) = run_child(&mut cmd, "llama-perplexity")?;
         let (ppl, kld, k99, top) = parse_llama_perplexity(&format!("{stdout}\n{stderr}"));

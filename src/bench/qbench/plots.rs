@@ -48,7 +48,13 @@ fn series(rows: &[&Row], x: &Axis, q: &Quality) -> Vec<Series> {
 pub fn pareto(points: &[(f64, f64)], higher_is_better: bool) -> Vec<(f64, f64)> {
     let better = |a: f64, b: f64| if higher_is_better { a > b } else { a < b };
     let mut p: Vec<(f64, f64)> = points.to_vec();
-    p.sort_by(|a, b| a.0.total_cmp(&b.0).then(if higher_is_better { b.1.total_cmp(&a.1) } else { a.1.total_cmp(&b.1) }));
+    p.sort_by(|a, b| {
+        a.0.total_cmp(&b.0).then(if higher_is_better {
+            b.1.total_cmp(&a.1)
+        } else {
+            a.1.total_cmp(&b.1)
+        })
+    });
     let mut front: Vec<(f64, f64)> = Vec::new();
     for pt in p {
         if front.last().is_none_or(|l| better(pt.1, l.1)) {
@@ -67,7 +73,11 @@ fn range(v: impl Iterator<Item = f64>) -> (f64, f64) {
     if !lo.is_finite() {
         return (0.0, 1.0);
     }
-    let pad = if hi > lo { (hi - lo) * 0.08 } else { lo.abs().max(1e-3) * 0.1 };
+    let pad = if hi > lo {
+        (hi - lo) * 0.08
+    } else {
+        lo.abs().max(1e-3) * 0.1
+    };
     (lo - pad, hi + pad)
 }
 
@@ -149,16 +159,30 @@ pub fn write_plots(rows: &[Row], dir: &Path) -> Result<Vec<PathBuf>> {
     };
     let kld = Quality {
         name: "mean KLD vs F16 (lower is better)",
-        get: |r| r.kld_mean.or(if r.format == "F16" && r.ppl.is_some() { Some(0.0) } else { None }),
+        get: |r| {
+            r.kld_mean.or(if r.format == "F16" && r.ppl.is_some() {
+                Some(0.0)
+            } else {
+                None
+            })
+        },
         higher_is_better: false,
     };
     let mut written = Vec::new();
-    let cls: Vec<&Row> = rows.iter().filter(|r| r.kind == Some(Kind::Classifier)).collect();
+    let cls: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.kind == Some(Kind::Classifier))
+        .collect();
     let real: Vec<&Row> = cls.iter().copied().filter(|r| !r.synthetic).collect();
     let lms: Vec<&Row> = rows.iter().filter(|r| r.kind == Some(Kind::Lm)).collect();
     let jobs: [(&str, &[&Row], &Quality, &str); 3] = [
         ("classifier", &real, &f1, "Classifiers: macro F1"),
-        ("classifier-agreement", &cls, &agree, "Classifiers: agreement with F16"),
+        (
+            "classifier-agreement",
+            &cls,
+            &agree,
+            "Classifiers: agreement with F16",
+        ),
         ("lm", &lms, &kld, "LMs: KL divergence from F16"),
     ];
     for (stem, rs, q, title) in jobs {

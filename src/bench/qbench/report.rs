@@ -51,10 +51,7 @@ fn status_cell(r: &Row) -> String {
 pub fn markdown(rows: &[Row], envelope: Option<&Envelope>) -> String {
     let mut out = String::new();
     let env = envelope.is_some();
-    let cls: Vec<&Row> = rows
-        .iter()
-        .filter(|r| r.kind != Some(Kind::Lm))
-        .collect();
+    let cls: Vec<&Row> = rows.iter().filter(|r| r.kind != Some(Kind::Lm)).collect();
     let lms: Vec<&Row> = rows.iter().filter(|r| r.kind == Some(Kind::Lm)).collect();
     if !cls.is_empty() {
         out.push_str(
@@ -130,7 +127,9 @@ pub fn markdown(rows: &[Row], envelope: Option<&Envelope>) -> String {
         if env {
             out.push_str(" envelope |");
         }
-        out.push_str(" notes |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        out.push_str(
+            " notes |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        );
         if env {
             out.push_str("---|");
         }
@@ -209,7 +208,10 @@ pub fn memo(rows: &[Row], e: &Envelope) -> String {
                 format!("meets it: {}", pass.join("; "))
             }
         );
-        for r in of.iter().filter(|r| r.envelope.as_ref().is_some_and(|v| !v.pass)) {
+        for r in of
+            .iter()
+            .filter(|r| r.envelope.as_ref().is_some_and(|v| !v.pass))
+        {
             let _ = writeln!(
                 out,
                 "  - {}: fails {}",
@@ -222,11 +224,43 @@ pub fn memo(rows: &[Row], e: &Envelope) -> String {
 }
 
 const CSV_HEADER: [&str; 38] = [
-    "model", "kind", "engine", "format", "device", "threads", "file_mib", "bpw", "load_ms",
-    "ms_per_example", "pp_tps", "tg_tps", "peak_mib", "n_test", "accuracy", "macro_f1",
-    "agree_f16", "flips", "ece", "ece_ts", "temperature", "delta_acc", "delta_lo", "delta_hi",
-    "delta_head", "delta_mid", "delta_tail", "ppl", "ppl_ratio", "kld_mean", "kld_p99",
-    "top1_agree", "synthetic", "envelope_pass", "envelope_failed", "note", "error",
+    "model",
+    "kind",
+    "engine",
+    "format",
+    "device",
+    "threads",
+    "file_mib",
+    "bpw",
+    "load_ms",
+    "ms_per_example",
+    "pp_tps",
+    "tg_tps",
+    "peak_mib",
+    "n_test",
+    "accuracy",
+    "macro_f1",
+    "agree_f16",
+    "flips",
+    "ece",
+    "ece_ts",
+    "temperature",
+    "delta_acc",
+    "delta_lo",
+    "delta_hi",
+    "delta_head",
+    "delta_mid",
+    "delta_tail",
+    "ppl",
+    "ppl_ratio",
+    "kld_mean",
+    "kld_p99",
+    "top1_agree",
+    "synthetic",
+    "envelope_pass",
+    "envelope_failed",
+    "note",
+    "error",
     "tiers_json",
 ];
 
@@ -235,12 +269,7 @@ pub fn csv(rows: &[Row]) -> Result<Vec<u8>> {
     w.write_record(CSV_HEADER)?;
     let f = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x}"));
     for r in rows {
-        let tier = |name: &str| {
-            f(r.tiers
-                .iter()
-                .find(|t| t.tier == name)
-                .map(|t| t.ci.delta))
-        };
+        let tier = |name: &str| f(r.tiers.iter().find(|t| t.tier == name).map(|t| t.ci.delta));
         let kind = match r.kind {
             Some(Kind::Lm) => "lm",
             _ => "classifier",

@@ -163,6 +163,14 @@ pub fn classifier_row(
         // Random weights: accuracy against real labels is noise; only agreement is kept.
         return r;
     }
+    let n_classes = m.test_logits.first().map_or(0, Vec::len);
+    let top_label = gold.test.iter().chain(gold.val).copied().max().unwrap_or(0);
+    if top_label >= n_classes {
+        r.error = Some(format!(
+            "the model has {n_classes} classes, the dataset's labels go up to {top_label}: not this dataset's classifier"
+        ));
+        return r;
+    }
     r.accuracy = Some(metrics::accuracy(&pred, gold.test));
     r.macro_f1 = Some(metrics::macro_f1(&pred, gold.test));
     if m.val_logits.len() == gold.val.len() && gold.val.len() >= 4 {
@@ -196,8 +204,7 @@ pub fn classifier_row(
                 .collect();
             let a: Vec<bool> = idx.iter().map(|&i| base_ok[i]).collect();
             let b: Vec<bool> = idx.iter().map(|&i| ok[i]).collect();
-            if let Some(ci) =
-                metrics::paired_bootstrap(&a, &b, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED)
+            if let Some(ci) = metrics::paired_bootstrap(&a, &b, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED)
             {
                 let flips = idx.iter().filter(|&&i| pred[i] != bp[i]).count();
                 r.tiers.push(TierDelta { tier: t, ci, flips });
@@ -233,10 +240,11 @@ mod tests {
     #[test]
     fn classifier_row_against_f16() {
         let gold = [0, 1, 2, 0, 1, 2, 0, 1];
-        let tiers: Vec<Option<String>> = ["head", "head", "tail", "head", "mid", "tail", "mid", "head"]
-            .iter()
-            .map(|s| Some(s.to_string()))
-            .collect();
+        let tiers: Vec<Option<String>> =
+            ["head", "head", "tail", "head", "mid", "tail", "mid", "head"]
+                .iter()
+                .map(|s| Some(s.to_string()))
+                .collect();
         let base = Measured {
             model: "m".into(),
             engine: "qgguf".into(),

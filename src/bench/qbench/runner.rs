@@ -90,7 +90,11 @@ pub fn last_json(stdout: &str, what: &str) -> Result<Value> {
     stdout
         .lines()
         .rev()
-        .find_map(|l| serde_json::from_str::<Value>(l.trim()).ok().filter(Value::is_object))
+        .find_map(|l| {
+            serde_json::from_str::<Value>(l.trim())
+                .ok()
+                .filter(Value::is_object)
+        })
         .with_context(|| format!("{what}: no JSON summary on stdout"))
 }
 
@@ -129,10 +133,12 @@ fn convert(
     }
     std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
     let mut cmd = Command::new(&bins.qconvert);
-    cmd.arg(&spec.dir)
-        .arg("-o")
-        .arg(&out)
-        .args(["--type", &qconvert_type(format), "-t", &threads.to_string()]);
+    cmd.arg(&spec.dir).arg("-o").arg(&out).args([
+        "--type",
+        &qconvert_type(format),
+        "-t",
+        &threads.to_string(),
+    ]);
     run_child(&mut cmd, &format!("qconvert {} -> {format}", spec.name))?;
     Ok(out)
 }
@@ -156,7 +162,9 @@ fn read_logits(path: &Path) -> Result<Vec<Vec<f32>>> {
         .collect()
 }
 
-/// One `qrun classify` over a text file: logits and its JSON summary.
+/// One `qrun classify` over a text file: logits and its JSON summary. `warmup`: one untimed
+/// batch first (the timed pass).
+#[allow(clippy::too_many_arguments)]
 fn classify(
     bins: &Bins,
     gguf: &Path,
@@ -165,6 +173,7 @@ fn classify(
     threads: usize,
     s: &Settings,
     tmp: &Path,
+    warmup: bool,
 ) -> Result<(Vec<Vec<f32>>, Value)> {
     let out = tmp.join("classify.jsonl");
     let mut cmd = Command::new(&bins.qrun);
@@ -178,6 +187,9 @@ fn classify(
         .arg("-o")
         .arg(&out)
         .arg("--json");
+    if warmup {
+        cmd.arg("--warmup");
+    }
     device_args(&mut cmd, device, threads);
     let (stdout, _) = run_child(&mut cmd, "qrun classify")?;
     let summary = last_json(&stdout, "qrun classify")?;
@@ -203,12 +215,12 @@ fn measure_classifier(
 ) -> Result<()> {
     let tmp = tempfile::tempdir().context("a temporary folder")?;
     // The test pass is the timed one; the validation pass only feeds temperature scaling.
-    let (logits, summary) = classify(bins, gguf, test, device, m.threads, s, tmp.path())?;
+    let (logits, summary) = classify(bins, gguf, test, device, m.threads, s, tmp.path(), true)?;
     m.test_logits = logits;
     m.ms_per_example = f64_of(&summary, "ms_per_example");
     m.load_ms = f64_of(&summary, "load_ms");
     m.peak_mib = peak_of(&summary, device);
-    let (logits, _) = classify(bins, gguf, val, device, m.threads, s, tmp.path())?;
+    let (logits, _) = classify(bins, gguf, val, device, m.threads, s, tmp.path(), false)?;
     m.val_logits = logits;
     Ok(())
 }
@@ -251,19 +263,26 @@ fn measure_lm(
         return Ok(());
     };
     let mut cmd = Command::new(&bins.qrun);
-    cmd.arg("perplexity").arg("-m").arg(gguf).arg("-f").arg(text).args([
-        "-c",
-        &s.ppl_ctx.to_string(),
-        "--chunks",
-        &s.ppl_chunks.to_string(),
-        "--json",
-    ]);
+    cmd.arg("perplexity")
+        .arg("-m")
+        .arg(gguf)
+        .arg("-f")
+        .arg(text)
+        .args([
+            "-c",
+            &s.ppl_ctx.to_string(),
+            "--chunks",
+            &s.ppl_chunks.to_string(),
+            "--json",
+        ]);
     match kld {
         Some(Kld::Save(p)) => {
             cmd.arg("--kl-divergence-base").arg(p);
         }
         Some(Kld::Compare(p)) => {
-            cmd.arg("--kl-divergence-base").arg(p).arg("--kl-divergence");
+            cmd.arg("--kl-divergence-base")
+                .arg(p)
+                .arg("--kl-divergence");
         }
         None => {}
     }
@@ -336,13 +355,16 @@ pub fn run(bins: &Bins, o: &Options) -> Result<Outcome> {
     }
     let cache = RowCache::new(o.out_dir.join("cache"), o.fresh);
     std::fs::create_dir_all(cache.dir()).with_context(|| cache.dir().display().to_string())?;
-    let llama = o.llama_cpp.as_ref().and_then(|d| match peers::LlamaCpp::locate(d) {
-        Ok(l) => Some(l),
-        Err(e) => {
-            skipped.push(format!("llama.cpp rows: {e:#}"));
-            None
-        }
-    });
+    let llama = o
+        .llama_cpp
+        .as_ref()
+        .and_then(|d| match peers::LlamaCpp::locate(d) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                skipped.push(format!("llama.cpp rows: {e:#}"));
+                None
+            }
+        });
     let per_model = o.formats.len() as u64 * (1 + o.devices.len() as u64);
     let pb = bar(per_model * specs.len() as u64);
     for s in &skipped {
@@ -351,7 +373,16 @@ pub fn run(bins: &Bins, o: &Options) -> Result<Outcome> {
     let text = o.data_dir.join("moby.txt");
     let mut rows = Vec::new();
     for spec in &specs {
-        let mut model_rows = run_model(bins, o, spec, &cache, &pb, &text, llama.as_ref(), &mut skipped);
+        let mut model_rows = run_model(
+            bins,
+            o,
+            spec,
+            &cache,
+            &pb,
+            &text,
+            llama.as_ref(),
+            &mut skipped,
+        );
         match &mut model_rows {
             Ok(r) => rows.append(r),
             Err(e) => {
@@ -377,9 +408,12 @@ fn run_model(
     skipped: &mut Vec<String>,
 ) -> Result<Vec<Row>> {
     let cls = match (spec.kind, &spec.dataset) {
-        (Kind::Classifier, Some(d)) => {
-            Some(load_cls_data(&o.data_dir, d, &o.settings, &cache.dir().join("data"))?)
-        }
+        (Kind::Classifier, Some(d)) => Some(load_cls_data(
+            &o.data_dir,
+            d,
+            &o.settings,
+            &cache.dir().join("data"),
+        )?),
         _ => None,
     };
     let text = if spec.kind == Kind::Lm && !text.is_file() {
@@ -428,9 +462,9 @@ fn run_model(
             let name = format!("{}.{format}.{}.qgguf", spec.name, device.name());
             let kld_path = cache.dir().join(format!("{name}.{key}.kld"));
             let is_base = format == "F16";
-            let cached = cache
-                .get(&name, &key)
-                .filter(|_| !(is_base && text.is_some() && spec.kind == Kind::Lm && !kld_path.is_file()));
+            let cached = cache.get(&name, &key).filter(|_| {
+                !(is_base && text.is_some() && spec.kind == Kind::Lm && !kld_path.is_file())
+            });
             let m = match cached {
                 Some(m) => {
                     step(pb, format!("{name}: cached"));
@@ -451,7 +485,13 @@ fn run_model(
                     };
                     let r = match (&cls, spec.kind) {
                         (Some(c), _) => measure_classifier(
-                            bins, &mut m, gguf, device, &o.settings, &c.test_file, &c.val_file,
+                            bins,
+                            &mut m,
+                            gguf,
+                            device,
+                            &o.settings,
+                            &c.test_file,
+                            &c.val_file,
                         ),
                         (None, _) => {
                             let kld = match (&base_file, is_base) {
@@ -484,7 +524,10 @@ fn run_model(
         }
         if let (Some(l), Kind::Lm) = (llama, spec.kind) {
             for (format, gguf) in &files {
-                step(pb, format!("llama.cpp {} {format} {}", spec.name, device.name()));
+                step(
+                    pb,
+                    format!("llama.cpp {} {format} {}", spec.name, device.name()),
+                );
                 let key = key_of(&json!({
                     "v": QBENCH_VERSION, "file": file_identity(gguf), "format": format,
                     "device": device, "threads": o.threads, "engine": "llama.cpp",
@@ -496,7 +539,14 @@ fn run_model(
                     Some(m) => m,
                     None => {
                         let m = l.measure(
-                            &key, &spec.name, format, gguf, device, o.threads, &o.settings, text,
+                            &key,
+                            &spec.name,
+                            format,
+                            gguf,
+                            device,
+                            o.threads,
+                            &o.settings,
+                            text,
                             base_file.as_deref(),
                         );
                         if let Some(e) = &m.error {
@@ -545,7 +595,11 @@ fn say(pb: &ProgressBar, msg: String) {
 /// terminal), so logs of long runs still show progress.
 fn step(pb: &ProgressBar, msg: String) {
     if pb.is_hidden() {
-        eprintln!("qbench: [{}/{}] {msg}", pb.position() + 1, pb.length().unwrap_or(0));
+        eprintln!(
+            "qbench: [{}/{}] {msg}",
+            pb.position() + 1,
+            pb.length().unwrap_or(0)
+        );
     }
     pb.set_message(msg);
 }
