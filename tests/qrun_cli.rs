@@ -257,3 +257,10 @@ fn gguf_files_that_are_not_runnable_models() {
         "{e}"
     );
 }
+
+#[test]
+fn classify_json_summary_needs_an_output_file() {
+    // The rows and the summary would share stdout.
+    let err = fails(&["classify", "-m", "/nonexistent.gguf", "-p", "hi", "--json"]);
+    assert!(err.contains("give -o FILE"), "{err}");
+}

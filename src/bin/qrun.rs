@@ -142,6 +142,15 @@ struct BatchArgs {
     /// Embeddings: keep raw pooled vectors (default: L2-normalized, as llama-embedding).
     #[arg(long)]
     no_normalize: bool,
+    /// Cut each text to this many tokens (default and upper bound: the model's positions).
+    #[arg(short = 'c', long = "ctx-size")]
+    ctx: Option<usize>,
+    /// With -o: print the timing summary as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Run the first batch once, untimed, before the timed pass.
+    #[arg(long)]
+    warmup: bool,
 }
 
 #[derive(Args)]
@@ -567,6 +576,9 @@ fn softmax(v: &[f32]) -> Vec<f32> {
 
 fn batch_job(a: BatchArgs, classify: bool) -> Result<()> {
     let texts = read_texts(a.prompt, a.input.as_deref())?;
+    if a.json && a.output.is_none() {
+        bail!("--json prints the summary on stdout: give -o FILE for the rows");
+    }
     let (model, load_ms) = setup(&a.m)?;
     if classify && !model.has_classifier() {
         bail!(
@@ -588,16 +600,20 @@ fn batch_job(a: BatchArgs, classify: bool) -> Result<()> {
         )),
         None => Box::new(std::io::stdout().lock()),
     };
-    let t0 = Instant::now();
     let mut st = EncoderState::default();
-    let max = model.max_positions();
-    let mut index = 0usize;
-    for chunk in texts.chunks(a.batch.max(1)) {
+    let max = match a.ctx {
+        Some(0) => bail!("-c 0: a text must keep at least one token"),
+        Some(c) => c.min(model.max_positions()),
+        None => model.max_positions(),
+    };
+    let batch_size = a.batch.max(1);
+    // One forward pass over a chunk of texts: their output rows.
+    let mut run_chunk = |chunk: &[String]| -> Result<Vec<serde_json::Value>> {
         let ids: Vec<Vec<u32>> = chunk
             .iter()
             .map(|t| encode_truncated(&tok, t, max))
             .collect::<Result<_>>()?;
-        let rows: Vec<serde_json::Value> = match &model.arch {
+        Ok(match &model.arch {
             Arch::Qwen2(m) => {
                 let mut dst = m.try_new_state_with(
                     ids.iter().map(Vec::len).max().unwrap_or(1),
@@ -628,7 +644,16 @@ fn batch_job(a: BatchArgs, classify: bool) -> Result<()> {
                         .collect()
                 }
             }
-        };
+        })
+    };
+    if a.warmup {
+        // Untimed: buffers reach their size, GPU libraries initialise (as `qrun bench` does).
+        run_chunk(&texts[..batch_size.min(texts.len())])?;
+    }
+    let t0 = Instant::now();
+    let mut index = 0usize;
+    for chunk in texts.chunks(batch_size) {
+        let rows = run_chunk(chunk)?;
         for mut r in rows {
             r["index"] = json!(index);
             index += 1;
@@ -636,7 +661,21 @@ fn batch_job(a: BatchArgs, classify: bool) -> Result<()> {
         }
     }
     sink.flush()?;
+    drop(sink);
     let ms = t0.elapsed().as_secs_f64() * 1000.0;
+    if a.json {
+        println!(
+            "{}",
+            json!({
+                "model": a.m.model, "texts": texts.len(), "batch": a.batch, "max_tokens": max,
+                "load_ms": load_ms, "total_ms": ms, "ms_per_example": ms / texts.len() as f64,
+                "threads": rayon::current_num_threads(), "ngl": a.m.ngl,
+                "peak_rss_mib": qgguf::bench::peak_rss_mib(),
+                "vram_peak_mib": offload::vram().map(|v| v.peak_mib),
+                "vram_device_mib": offload::vram().map(|v| v.device_mib),
+            })
+        );
+    }
     eprintln!(
         "qrun: load time = {load_ms:.2} ms; {} texts in {ms:.2} ms ({:.3} ms per example, batch {})",
         texts.len(),
@@ -654,6 +693,7 @@ fn class_row(logits: &[f32], labels: &[String]) -> serde_json::Value {
         "label": labels.get(best).cloned().unwrap_or_else(|| best.to_string()),
         "label_id": best,
         "probabilities": p,
+        "logits": logits,
     })
 }
 
@@ -677,6 +717,7 @@ fn bench(a: BenchArgs) -> Result<()> {
         v["ngl"] = json!(a.m.ngl);
         v["vram_peak_mib"] = json!(offload::vram().map(|v| v.peak_mib));
         v["vram_device_mib"] = json!(offload::vram().map(|v| v.device_mib));
+        v["peak_rss_mib"] = json!(qgguf::bench::peak_rss_mib());
         println!("{v}");
         return Ok(());
     }
@@ -719,7 +760,7 @@ fn bench(a: BenchArgs) -> Result<()> {
 
 fn ppl(a: PerplexityArgs) -> Result<()> {
     let text = read_prompt(None, Some(&a.file))?;
-    let (model, _) = setup(&a.m)?;
+    let (model, load_ms) = setup(&a.m)?;
     let Arch::Qwen2(m) = &model.arch else {
         bail!("perplexity needs a causal LM (qwen2)");
     };
@@ -780,7 +821,9 @@ fn ppl(a: PerplexityArgs) -> Result<()> {
             "{}",
             json!({
                 "model": a.m.model, "ctx": a.ctx, "tokens_scored": report.n_tokens_scored,
-                "ppl": report.ppl, "ppl_err": report.ppl_err,
+                "ppl": report.ppl, "ppl_err": report.ppl_err, "load_ms": load_ms,
+                "peak_rss_mib": qgguf::bench::peak_rss_mib(),
+                "vram_peak_mib": offload::vram().map(|v| v.peak_mib),
                 "kld": report.kld.as_ref().map(|k| json!({
                     "ppl_base": k.ppl_base, "mean": k.mean_kld, "mean_err": k.mean_kld_err,
                     "p99": k.kld_99, "same_top_pct": k.same_top_pct,
