@@ -18,6 +18,12 @@ exec > >(tee -a "$OUT/qbench-log.txt") 2>&1
 [ -d /usr/local/cuda/lib64 ] && export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export PATH=/usr/local/cuda/bin:$PATH
 FT=${FT_DIR:-/tmp/ft}
+# A later machine: the GGUF parts were stashed again (device.sh stash N), the train call's files
+# carried back in .carry/ftout-*; unpack, export and restore them.
+if [ ! -d "$FT/out-main" ]; then
+  bash tools/finetune/device.sh prepare || exit 1
+  for c in .carry/ftout-*; do [ -d "$c" ] && bash tools/finetune/device.sh restore main "$c"; done
+fi
 [ -d "$FT/out-main" ] || { echo "$FT/out-main missing: run device.sh train on this warm machine first"; exit 1; }
 M=$FT/models
 mkdir -p "$M"
@@ -34,11 +40,11 @@ QCONVERT=$D/qconvert QRUN=$D/qrun bash tools/finetune/collect.sh "${dirs[@]}"
 
 echo "== qbench --gpu"
 Q=/tmp/qbench-gpu
-timeout "${QBENCH_S:-420}" "$D/qbench" --gpu -t 16 --out $Q
+timeout "${QBENCH_S:-400}" "$D/qbench" --gpu -t 16 --out $Q
 LL=/tmp/llama-cuda/build/bin
 if [ -x $LL/llama-bench ] && [ $SECONDS -lt 480 ]; then
   echo "== qbench --gpu with llama.cpp's CUDA build as a peer (rows above come from the cache)"
-  timeout $((560 - SECONDS)) "$D/qbench" --gpu -t 16 --out $Q --llama-bin $LL
+  timeout $((560 - SECONDS)) "$D/qbench" --gpu -t 16 --out $Q --llama-cpp $LL
 else
   echo "llama.cpp's CUDA build is not ready: $(tail -n 3 /tmp/llama-cuda/build.log /tmp/llama-cuda/cfg.log 2>&1)"
 fi

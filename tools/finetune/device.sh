@@ -10,6 +10,10 @@
 #   device.sh fetch GROUP    copy the outputs of an earlier train to $OUT again: main (the
 #                            train call's files) or bbc (the MiniLM bbc model, which does not fit
 #                            in the train call's 8 files / 64 MiB)
+#   device.sh prepare        on a later warm machine (parts stashed again): reassemble and
+#                            export only, no training
+#   device.sh restore GROUP FOLDER   copy the train call's files, carried back from here in
+#                            FOLDER, into /tmp/ft/out-GROUP (for tools/gpu-qbench.sh)
 #
 # /tmp/ft lasts only while the machine stays warm (about 30 s between calls).
 set -uo pipefail
@@ -123,6 +127,18 @@ train() {
   return $rc
 }
 
+prepare() {  # a later warm machine: unpack and export, without training
+  local hf="$FT/qwen-hf"
+  assemble
+  if [ ! -f "$hf/model.safetensors" ]; then
+    "$FT/work/qconvert" export "$FT/work/qwen.gguf" -o "$hf" --dtype f16 --force 2>&1 | tail -1
+  fi
+}
+
+restore() {  # restore GROUP FOLDER: copy carried train outputs into out-GROUP
+  mkdir -p "$FT/out-$1" && cp "$2"/* "$FT/out-$1/" && ls -l "$FT/out-$1"
+}
+
 fetch() {
   local g=${1:?fetch main|bbc} src
   src="$FT/out-$g"
@@ -138,5 +154,7 @@ case "$cmd" in
   check) check ;;
   train) train "$@" ;;
   fetch) fetch "$@" ;;
+  prepare) prepare "$@" ;;
+  restore) restore "$@" ;;
   *) die "usage: device.sh stash N | check | train [train.py args] | fetch main|bbc" ;;
 esac
