@@ -18,12 +18,9 @@ exec > >(tee -a "$OUT/qbench-log.txt") 2>&1
 [ -d /usr/local/cuda/lib64 ] && export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export PATH=/usr/local/cuda/bin:$PATH
 FT=${FT_DIR:-/tmp/ft}
-# A later machine: the GGUF parts were stashed again (device.sh stash N), the train call's files
-# carried back in .carry/ftout-*; unpack, export and restore them.
-if [ ! -d "$FT/out-main" ]; then
-  bash tools/finetune/device.sh prepare || exit 1
-  for c in .carry/ftout-*; do [ -d "$c" ] && bash tools/finetune/device.sh restore main "$c"; done
-fi
+# A later machine: the GGUF parts were stashed again (device.sh stash N) and the train call's
+# files restored from carried copies (device.sh restore main .carry/ftout-X); unpack and export.
+[ -f "$FT/qwen-hf/model.safetensors" ] || bash tools/finetune/device.sh prepare || exit 1
 [ -d "$FT/out-main" ] || { echo "$FT/out-main missing: run device.sh train on this warm machine first"; exit 1; }
 M=$FT/models
 mkdir -p "$M"
