@@ -166,6 +166,19 @@ fn close(what: &str, got: &[f32], want: &[f32], tol: f32) {
     }
 }
 
+/// Relative L2 distance `|got - want| / |want|` at most `tol`.
+fn close_norm(what: &str, got: &[f32], want: &[f32], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let (mut d2, mut w2) = (0.0f64, 0.0f64);
+    for (a, b) in got.iter().zip(want) {
+        d2 += (*a as f64 - *b as f64).powi(2);
+        w2 += (*b as f64).powi(2);
+    }
+    let rel = (d2 / w2.max(f64::MIN_POSITIVE)).sqrt();
+    assert!(rel <= tol, "{what}: relative L2 distance {rel:.2e} > {tol:.0e}");
+    eprintln!("{what}: relative L2 distance {rel:.2e}");
+}
+
 #[test]
 fn norms_rope_and_activations_match_the_cpu() {
     let Some(g) = enabled() else { return };
@@ -577,7 +590,11 @@ fn classifiers_and_encoders_match_the_cpu() {
                         c.forward(&cpu.file, &mut sc, s, Output::AllHidden).unwrap();
                         gq.forward(&gm.file, &mut sg, s, Output::AllHidden).unwrap();
                         let len = s.len() * c.hp.n_embd;
-                        close(
+                        // Short prompts take the decode kernels, which quantize activations to
+                        // 8 bits as llama.cpp's MMVQ does (the CPU twin here computes in f32):
+                        // single elements move by a few percent, the vector by about 0.1%
+                        // (H100: at most 1.6e-3 over F16, Q8_0 and NF4).
+                        close_norm(
                             &format!("{what} hidden"),
                             &sg.hidden[..len],
                             &sc.hidden[..len],
