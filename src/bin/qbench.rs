@@ -44,7 +44,7 @@ struct Args {
     /// Classifiers: test examples (a seeded sample; default 1000, --quick 200).
     #[arg(long)]
     n_test: Option<usize>,
-    /// Classifiers: validation examples for temperature scaling (default 1000, --quick 200).
+    /// Classifiers: validation examples for temperature scaling (default 1000, --quick 100).
     #[arg(long)]
     n_val: Option<usize>,
     /// LM: prompt tokens of the pp test (default 512).

@@ -183,7 +183,7 @@ impl Settings {
     pub fn quick() -> Settings {
         Settings {
             n_test: 200,
-            n_val: 200,
+            n_val: 100,
             n_prompt: 512,
             n_gen: 32,
             reps: 1,

@@ -203,10 +203,10 @@ mod tests {
         let v = e.judge(&r);
         assert_eq!((v.pass, v.cell()), (true, "yes*"));
         assert_eq!(v.unchecked, ["min_f1"]);
-        // LM: max_ms is per generated token; F1/ECE do not apply.
+        // LM: max_ms is per generated token (5 ms here); F1/ECE do not apply.
         let lm = Row {
             kind: Some(Kind::Lm),
-            tg_tps: Some(50.0),
+            tg_tps: Some(200.0),
             kld_mean: Some(0.2),
             ..Row::default()
         };

@@ -324,7 +324,7 @@ pub fn csv(rows: &[Row]) -> Result<Vec<u8>> {
         ];
         w.write_record(&rec)?;
     }
-    Ok(w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)
+    w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 pub fn json(rows: &[Row], envelope: Option<&Envelope>, meta: serde_json::Value) -> Result<Vec<u8>> {
