@@ -82,6 +82,22 @@ fn packed_products_equal_the_reference_for_every_type() {
                 let mut got = vec![0f32; rows * n];
                 gemm(&m, 0..rows, &acts, &mut got);
                 check_close(&format!("{ty} {cols} cols, n={n}, SIMD"), &got, &want);
+                // Every kernel set this CPU runs, not only the best one.
+                for k in [Kernels::Avx2, Kernels::Avx512Vnni] {
+                    if !k.runs_here() {
+                        continue;
+                    }
+                    let mut got = vec![0f32; rows * n];
+                    gemm_on(k, &m, 0..rows, &acts, &mut got);
+                    check_close(&format!("{ty} {cols} cols, n={n}, {k:?}"), &got, &want);
+                    let mut part = vec![0f32; 3 * n];
+                    gemm_on(k, &m, 2..5, &acts, &mut part);
+                    check_close(
+                        &format!("{ty} rows 2..5, {k:?}"),
+                        &part,
+                        &want[2 * n..5 * n],
+                    );
+                }
                 // A sub-range of rows lands at the start of the output.
                 let mut part = vec![0f32; 3 * n];
                 gemm(&m, 2..5, &acts, &mut part);
