@@ -13,6 +13,9 @@
 //! K-quants share one activation scale per super-block, so their sub-block scales are applied
 //! in integers (`vpmaddwd` by the scale) and converted once per super-block.
 
+// Tile loops index several per-row and per-token arrays by the same r and t.
+#![allow(clippy::needless_range_loop)]
+
 use super::layout::{geometry, PackedMatrix};
 use super::PackedActs;
 use crate::formats::{KVALUES_IQ4NL, NF4_LEVELS_I8};
