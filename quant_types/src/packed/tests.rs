@@ -71,7 +71,8 @@ fn packed_products_equal_the_reference_for_every_type() {
                 m.dequantize_row(r, &mut got);
                 assert_eq!(got, want, "{ty} row {r} dequantized from the packed layout");
             }
-            for n in [1usize, 5] {
+            // 13 tokens: whole token tiles of every shape the kernels use, and a remainder.
+            for n in [1usize, 5, 13] {
                 let x = data(n * cols, 7 + n as u64);
                 let want = reference(ty, &w, rows, cols, &x, n);
                 let mut acts = PackedActs::default();
