@@ -2,7 +2,8 @@
 //! - `gemv/{type}`: one activation row (decode), GB/s of the file's weight bytes, for the best
 //!   `vec_dot` path on ggml's blocks and for the packed kernel. 16 rows of 4096 weights stay in
 //!   L2, so the figures measure instructions, not DRAM.
-//! - `gemm/{type}`: 64 activation rows (prefill), billions of multiply-adds per second.
+//! - `gemm/{type}`: 64 activation rows (prefill), billions of multiply-adds per second, for
+//!   `vec_dot` per (row, token) and for the packed kernel.
 //!
 //! cargo bench -p quant_types --bench packed
 
@@ -61,6 +62,22 @@ fn bench_type(c: &mut Criterion, ty: GgmlType) {
 
     let mut g = c.benchmark_group(format!("gemm/{ty}"));
     g.throughput(Throughput::Elements((ROWS * N * TOKENS) as u64));
+    // The fallback without packed kernels: one vec_dot per (row, token).
+    let acts_all: Vec<_> = x
+        .chunks_exact(N)
+        .map(|xt| dynamic::quantize_acts_for(ty, xt).unwrap())
+        .collect();
+    g.bench_function(BenchmarkId::new("vec_dot", path), |b| {
+        b.iter(|| {
+            let mut sum = 0.0f32;
+            for row in w.chunks_exact(row_bytes) {
+                for a in &acts_all {
+                    sum += dynamic::vec_dot(ty, path, N, black_box(row), black_box(a)).unwrap();
+                }
+            }
+            sum
+        })
+    });
     let mut acts = PackedActs::default();
     acts.quantize(ty, &x, TOKENS, N);
     let mut out = vec![0f32; ROWS * TOKENS];

@@ -22,6 +22,8 @@
 mod layout;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx2;
 
 pub use layout::{pack_row, packed_row_bytes, PackedMatrix};
 
@@ -42,16 +44,51 @@ pub fn supports(ty: GgmlType) -> bool {
     )
 }
 
-/// Whether this CPU runs the packed kernels (x86-64 with AVX-512 F/BW/VL/DQ; VNNI is used when
-/// present). Elsewhere callers keep ggml's blocks and [`crate::BlockFormat::vec_dot`].
+/// Whether this CPU runs the packed kernels: x86-64 with AVX-512 F/BW/VL/DQ and VNNI, or with
+/// AVX2, FMA and F16C. Elsewhere callers keep ggml's blocks and [`crate::BlockFormat::vec_dot`].
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        x86::available()
+    Kernels::best() != Kernels::Reference
+}
+
+/// The implementations of [`gemm`]; [`Kernels::best`] is the one it takes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Kernels {
+    /// [`gemm_ref`]: plain Rust.
+    Reference,
+    /// AVX2 + FMA + F16C (`vpmaddubsw`).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    Avx2,
+    /// AVX-512 with VNNI (`vpdpbusd`).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    Avx512Vnni,
+}
+
+impl Kernels {
+    /// The fastest kernels this CPU runs (and `SimdPath`'s overrides allow).
+    pub(crate) fn best() -> Kernels {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if x86::available() {
+                return Kernels::Avx512Vnni;
+            }
+            if x86_avx2::available() {
+                return Kernels::Avx2;
+            }
+        }
+        Kernels::Reference
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+
+    /// Whether this CPU runs these kernels.
+    pub(crate) fn runs_here(self) -> bool {
+        match self {
+            Kernels::Reference => true,
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx2 => x86_avx2::available(),
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx512Vnni => x86::available(),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
     }
 }
 
@@ -197,15 +234,31 @@ fn check(w: &PackedMatrix, rows: &Range<usize>, a: &PackedActs, out: &[f32]) {
 
 /// out[(r - rows.start) * n + t] = row r of `w` . activation row t, on the packed kernels.
 pub fn gemm(w: &PackedMatrix, rows: Range<usize>, a: &PackedActs, out: &mut [f32]) {
+    gemm_on(Kernels::best(), w, rows, a, out)
+}
+
+/// [`gemm`] on the given kernels; those this CPU cannot run fall back to [`gemm_ref`].
+pub(crate) fn gemm_on(
+    k: Kernels,
+    w: &PackedMatrix,
+    rows: Range<usize>,
+    a: &PackedActs,
+    out: &mut [f32],
+) {
     check(w, &rows, a, out);
-    #[cfg(target_arch = "x86_64")]
-    if x86::available() {
-        // SAFETY: the CPU has the instructions (checked above); shapes were checked by `check`,
-        // and packed rows and activation rows are padded as the kernels read them.
-        unsafe { x86::gemm(w, rows, a, out) };
-        return;
+    if !k.runs_here() {
+        return gemm_ref(w, rows, a, out);
     }
-    gemm_ref(w, rows, a, out)
+    match k {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU has the instructions (`runs_here`); shapes were checked by `check`,
+        // and packed rows and activation rows are padded as the kernels read them.
+        Kernels::Avx512Vnni => unsafe { x86::gemm(w, rows, a, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above, for AVX2/FMA/F16C.
+        Kernels::Avx2 => unsafe { x86_avx2::gemm(w, rows, a, out) },
+        _ => gemm_ref(w, rows, a, out),
+    }
 }
 
 /// The same product in plain Rust over the packed layout.

@@ -71,7 +71,8 @@ fn packed_products_equal_the_reference_for_every_type() {
                 m.dequantize_row(r, &mut got);
                 assert_eq!(got, want, "{ty} row {r} dequantized from the packed layout");
             }
-            for n in [1usize, 5] {
+            // 13 tokens: whole token tiles of every shape the kernels use, and a remainder.
+            for n in [1usize, 5, 13] {
                 let x = data(n * cols, 7 + n as u64);
                 let want = reference(ty, &w, rows, cols, &x, n);
                 let mut acts = PackedActs::default();
@@ -82,6 +83,22 @@ fn packed_products_equal_the_reference_for_every_type() {
                 let mut got = vec![0f32; rows * n];
                 gemm(&m, 0..rows, &acts, &mut got);
                 check_close(&format!("{ty} {cols} cols, n={n}, SIMD"), &got, &want);
+                // Every kernel set this CPU runs, not only the best one.
+                for k in [Kernels::Avx2, Kernels::Avx512Vnni] {
+                    if !k.runs_here() {
+                        continue;
+                    }
+                    let mut got = vec![0f32; rows * n];
+                    gemm_on(k, &m, 0..rows, &acts, &mut got);
+                    check_close(&format!("{ty} {cols} cols, n={n}, {k:?}"), &got, &want);
+                    let mut part = vec![0f32; 3 * n];
+                    gemm_on(k, &m, 2..5, &acts, &mut part);
+                    check_close(
+                        &format!("{ty} rows 2..5, {k:?}"),
+                        &part,
+                        &want[2 * n..5 * n],
+                    );
+                }
                 // A sub-range of rows lands at the start of the output.
                 let mut part = vec![0f32; 3 * n];
                 gemm(&m, 2..5, &acts, &mut part);
