@@ -12,6 +12,9 @@
 //! activation levels; the `B` terms (offsets and minimums) are applied once per sub-block
 //! through the activation sums that ggml's activation blocks already carry.
 //!
+//! Kernels: AVX-512 VNNI (`x86.rs`) where present, else AVX2 + FMA + F16C (`x86_avx2.rs`, same
+//! layouts, `vpmaddubsw`), else none ([`available`] is false and callers keep ggml's blocks).
+//!
 //! Numerics: activations are quantized exactly as for [`crate::BlockFormat::vec_dot`] (the
 //! weight type's own activation format, ggml's rounding), and every sub-block product is exact
 //! in integers, so results equal the scalar reference up to the order of float additions.
