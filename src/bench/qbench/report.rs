@@ -328,9 +328,10 @@ pub fn csv(rows: &[Row]) -> Result<Vec<u8>> {
 }
 
 pub fn json(rows: &[Row], envelope: Option<&Envelope>, meta: serde_json::Value) -> Result<Vec<u8>> {
-    Ok(serde_json::to_vec_pretty(&json!({
+    let doc = json!({
         "meta": meta,
         "envelope": envelope,
         "rows": rows,
-    }))?)
+    });
+    serde_json::to_vec_pretty(&doc).map_err(Into::into)
 }
