@@ -175,7 +175,10 @@ fn close_norm(what: &str, got: &[f32], want: &[f32], tol: f64) {
         w2 += (*b as f64).powi(2);
     }
     let rel = (d2 / w2.max(f64::MIN_POSITIVE)).sqrt();
-    assert!(rel <= tol, "{what}: relative L2 distance {rel:.2e} > {tol:.0e}");
+    assert!(
+        rel <= tol,
+        "{what}: relative L2 distance {rel:.2e} > {tol:.0e}"
+    );
     eprintln!("{what}: relative L2 distance {rel:.2e}");
 }
 
