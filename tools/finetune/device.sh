@@ -109,13 +109,7 @@ train() {
   # the call's 600 s, less what went before this, less a margin for copying the files back
   deadline=$(( t0 + ${FT_BUDGET_S:-540} ))
   exec > >(tee -a "$OUT/log.txt") 2>&1
-  assemble
-  if [ ! -f "$hf/model.safetensors" ]; then
-    rm -rf "$hf"
-    "$work/qconvert" export "$work/qwen.gguf" -o "$hf" --dtype f16 --force 2>&1 | tail -3
-    [ -f "$hf/model.safetensors" ] || die "qconvert export wrote no model.safetensors"
-    say "GGUF exported to $hf (F16)"
-  fi
+  prepare
   mkdir -p "$FT/out-bbc"
   PYTHONUNBUFFERED=1 python3 "$root/tools/finetune/train.py" --data "$work" --minilm "$work/minilm" \
     --qwen "$hf" --out "$OUT" --extra "$FT/out-bbc" --deadline "$deadline" "$@"
@@ -127,11 +121,15 @@ train() {
   return $rc
 }
 
-prepare() {  # a later warm machine: unpack and export, without training
+prepare() {  # unpack the payload and export the GGUF to an F16 HF folder (train's first step;
+  # alone on a later warm machine, without training)
   local hf="$FT/qwen-hf"
   assemble
   if [ ! -f "$hf/model.safetensors" ]; then
-    "$FT/work/qconvert" export "$FT/work/qwen.gguf" -o "$hf" --dtype f16 --force 2>&1 | tail -1
+    rm -rf "$hf"
+    "$FT/work/qconvert" export "$FT/work/qwen.gguf" -o "$hf" --dtype f16 --force 2>&1 | tail -3
+    [ -f "$hf/model.safetensors" ] || die "qconvert export wrote no model.safetensors"
+    say "GGUF exported to $hf (F16)"
   fi
 }
 
