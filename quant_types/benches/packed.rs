@@ -2,6 +2,8 @@
 //! - `gemv/{type}`: one activation row (decode), GB/s of the file's weight bytes, for the best
 //!   `vec_dot` path on ggml's blocks and for the packed kernel. 16 rows of 4096 weights stay in
 //!   L2, so the figures measure instructions, not DRAM.
+//! - `gemv_dram/{type}`: one activation row against 64 MiB of weights in the shape of Qwen2.5-0.5B's
+//!   FFN up-projection (896 inputs per row): decode as it runs, streaming from DRAM, one thread.
 //! - `gemm/{type}`: 64 activation rows (prefill), billions of multiply-adds per second, for
 //!   `vec_dot` per (row, token) and for the packed kernel.
 //!
@@ -87,10 +89,51 @@ fn bench_type(c: &mut Criterion, ty: GgmlType) {
     g.finish();
 }
 
+/// Decode from DRAM: many short rows, as in a 0.5B model, too many bytes for any cache.
+fn bench_dram(c: &mut Criterion, ty: GgmlType) {
+    // Q5_0 and Q8_0 are what 896-wide rows get in llama.cpp's K-quant mixes; K-quants need
+    // 256-multiples, so they take the 4864-wide down-projection's shape instead.
+    let cols = if ty.block_elems() == 256 { 4864 } else { 896 };
+    let row_bytes = ty.row_bytes(cols).unwrap();
+    let rows = (64 << 20) / row_bytes;
+    let mut w = vec![0u8; rows * row_bytes];
+    let f = floats(3, 64 * cols);
+    for (i, dst) in w.chunks_exact_mut(row_bytes * 64).enumerate() {
+        dynamic::quantize(ty, &f, dst).unwrap_or_else(|e| panic!("{ty} chunk {i}: {e}"));
+    }
+    let x = floats(4, cols);
+    let path = SimdPath::best();
+    let acts_one = dynamic::quantize_acts_for(ty, &x).unwrap();
+    let mut g = c.benchmark_group(format!("gemv_dram/{ty}"));
+    g.throughput(Throughput::Bytes(w.len() as u64));
+    g.bench_function(BenchmarkId::new("vec_dot", path), |b| {
+        b.iter(|| {
+            let mut sum = 0.0f32;
+            for row in w.chunks_exact(row_bytes) {
+                sum += dynamic::vec_dot(ty, path, cols, black_box(row), &acts_one).unwrap();
+            }
+            sum
+        })
+    });
+    if let Some(m) = PackedMatrix::pack(ty, rows, cols, &w).filter(|_| packed::available()) {
+        drop(w);
+        let mut acts = PackedActs::default();
+        acts.quantize(ty, &x, 1, cols);
+        let mut out = vec![0f32; rows];
+        g.bench_function("packed", |b| {
+            b.iter(|| packed::gemm(black_box(&m), 0..rows, black_box(&acts), &mut out))
+        });
+    }
+    g.finish();
+}
+
 fn benches(c: &mut Criterion) {
     use GgmlType::*;
     for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, NF4, Q4_K, Q5_K, Q6_K] {
         bench_type(c, ty);
+    }
+    for ty in [Q5_0, Q8_0, IQ4_NL, NF4, Q4_K, Q5_K, Q6_K] {
+        bench_dram(c, ty);
     }
 }
 
