@@ -260,12 +260,20 @@ impl Qwen2 {
         for (li, layer) in self.layers[..self.n_cpu_layers()].iter().enumerate() {
             let h = sized(&mut st.h, n * e);
             ops::rms_norm(&st.x[..n * e], &layer.attn_norm, hp.eps, h);
-            let q = sized(&mut st.q, n * e);
-            layer.q.forward(f, h, n, q, &mut st.scratch)?;
-            let kn = sized(&mut st.kn, n * kv);
-            layer.k.forward_same_input(f, h, n, kn, &mut st.scratch)?;
-            let vn = sized(&mut st.vn, n * kv);
-            layer.v.forward_same_input(f, h, n, vn, &mut st.scratch)?;
+            let mut qkv = [
+                sized(&mut st.q, n * e),
+                sized(&mut st.kn, n * kv),
+                sized(&mut st.vn, n * kv),
+            ];
+            Linear::forward_group(
+                [&layer.q, &layer.k, &layer.v],
+                f,
+                h,
+                n,
+                &mut qkv,
+                &mut st.scratch,
+            )?;
+            let [q, kn, vn] = qkv;
             for t in 0..n {
                 ops::rope_neox(
                     &mut q[t * e..(t + 1) * e],
@@ -288,10 +296,16 @@ impl Qwen2 {
             ops::add_inplace(&mut st.x[..n * e], o);
             let h = sized(&mut st.h, n * e);
             ops::rms_norm(&st.x[..n * e], &layer.ffn_norm, hp.eps, h);
-            let gate = sized(&mut st.gate, n * ff);
-            layer.gate.forward(f, h, n, gate, &mut st.scratch)?;
-            let up = sized(&mut st.up, n * ff);
-            layer.up.forward_same_input(f, h, n, up, &mut st.scratch)?;
+            let mut gate_up = [sized(&mut st.gate, n * ff), sized(&mut st.up, n * ff)];
+            Linear::forward_group(
+                [&layer.gate, &layer.up],
+                f,
+                h,
+                n,
+                &mut gate_up,
+                &mut st.scratch,
+            )?;
+            let [gate, up] = gate_up;
             for (g, &u) in gate.iter_mut().zip(up.iter()) {
                 *g = ops::silu(*g) * u;
             }

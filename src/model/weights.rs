@@ -114,6 +114,29 @@ impl Linear {
     pub fn rows(&self) -> usize {
         self.w.rows
     }
+
+    /// Several layers on the same input (`ys[i] = layers[i](x)`), as one parallel product when
+    /// their weights allow it ([`matmul::matmul_group`]).
+    pub fn forward_group<const N: usize>(
+        layers: [&Linear; N],
+        f: &GgufFile,
+        x: &[f32],
+        n: usize,
+        ys: &mut [&mut [f32]; N],
+        s: &mut Scratch,
+    ) -> Result<()> {
+        let views = layers.map(|l| l.w.view(f));
+        matmul::matmul_group(&views, x, n, ys, s).with_context(|| {
+            let names: Vec<&str> = layers.iter().map(|l| l.w.info.name.as_str()).collect();
+            format!("tensors {}", names.join(", "))
+        })?;
+        for (l, y) in layers.iter().zip(ys.iter_mut()) {
+            if let Some(b) = &l.b {
+                ops::add_bias(y, b);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A norm's scale and optional shift.

@@ -167,6 +167,66 @@ fn typed<B: BlockFormat>(
     Ok(())
 }
 
+/// Products of one input `x` (one token) by several weights, e.g. Q, K and V, or gate and up:
+/// `ys[i] = ws[i] x`. When every weight is packed and all share one activation format, the
+/// activations are quantized once and the products run as one parallel loop, so decoding pays
+/// one fork-join for the group instead of one per matrix (the workers would otherwise idle
+/// between the products). Otherwise, and for several tokens, the products run one by one.
+pub fn matmul_group(
+    ws: &[WeightView],
+    x: &[f32],
+    n: usize,
+    ys: &mut [&mut [f32]],
+    s: &mut Scratch,
+) -> Result<()> {
+    if ws.len() != ys.len() || ws.is_empty() {
+        bail!("matmul group: {} weights, {} outputs", ws.len(), ys.len());
+    }
+    if n == 1 && ws.iter().all(|w| w.packed.is_some()) {
+        for (w, y) in ws.iter().zip(ys.iter()) {
+            if x.len() != w.cols || y.len() != w.rows {
+                bail!(
+                    "matmul shapes: weight [{} x {}], input {} values for 1 row, output {}",
+                    w.rows,
+                    w.cols,
+                    x.len(),
+                    y.len()
+                );
+            }
+        }
+        let first = ws[0].packed.expect("checked");
+        s.packed_acts.quantize(first.ty(), x, 1, first.cols());
+        s.packed_from = Some((x.as_ptr() as usize, x.len(), 1));
+        if ws.iter().all(|w| s.packed_acts.serves(w.ty)) {
+            let acts = &s.packed_acts;
+            let threads = rayon::current_num_threads().max(1);
+            ys.par_iter_mut().zip(ws.par_iter()).for_each(|(y, w)| {
+                let p = w.packed.expect("checked");
+                let per = packed_rows_per_chunk(p.rows(), threads);
+                y.par_chunks_mut(per).enumerate().for_each(|(c, chunk)| {
+                    let start = c * per;
+                    packed::gemm(p, start..start + chunk.len(), acts, chunk);
+                });
+            });
+            return Ok(());
+        }
+    }
+    for (i, (w, y)) in ws.iter().zip(ys.iter_mut()).enumerate() {
+        if i == 0 {
+            matmul(w, x, n, y, s)?;
+        } else {
+            matmul_same_input(w, x, n, y, s)?;
+        }
+    }
+    Ok(())
+}
+
+/// Rows per parallel chunk of a packed product: whole register tiles (12 rows), enough chunks
+/// to balance the threads.
+fn packed_rows_per_chunk(rows: usize, threads: usize) -> usize {
+    rows.div_ceil(threads * 4).div_ceil(12).max(1) * 12
+}
+
 /// The product on packed weights: activations quantized once, rows split over threads in
 /// chunks; each chunk runs the register-tiled kernel over all tokens.
 fn packed_matmul(
@@ -182,9 +242,7 @@ fn packed_matmul(
         s.packed_from = Some(key);
     }
     let rows = w.rows();
-    let threads = rayon::current_num_threads().max(1);
-    // Chunks of whole register tiles (12 rows), enough of them to balance the threads.
-    let rows_per_chunk = rows.div_ceil(threads * 4).div_ceil(12).max(1) * 12;
+    let rows_per_chunk = packed_rows_per_chunk(rows, rayon::current_num_threads().max(1));
     let acts = &s.packed_acts;
     let out: &mut [f32] = if n == 1 {
         y
@@ -229,6 +287,83 @@ pub fn dequantize_row(w: &WeightView, r: usize, out: &mut [f32]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn quantized(ty: GgmlType, rows: usize, cols: usize, seed: usize) -> Vec<u8> {
+        let wf: Vec<f32> = (0..rows * cols)
+            .map(|i| (((i + seed) * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.1)
+            .collect();
+        let row_bytes = ty.row_bytes(cols).unwrap();
+        let mut data = vec![0u8; rows * row_bytes];
+        for (dst, src) in data.chunks_mut(row_bytes).zip(wf.chunks(cols)) {
+            dynamic::quantize(ty, src, dst).unwrap();
+        }
+        data
+    }
+
+    /// A group equals its products one by one: fused (Q5_0 and Q8_0 share Q8_0 activations),
+    /// and falling back when the formats differ (Q4_K takes Q8_K) or several tokens come.
+    #[test]
+    fn group_equals_separate_products() {
+        let cols = 512;
+        let shapes = [
+            (GgmlType::Q5_0, 40),
+            (GgmlType::Q8_0, 13),
+            (GgmlType::Q4_K, 25),
+        ];
+        let data: Vec<Vec<u8>> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, &(ty, rows))| quantized(ty, rows, cols, i))
+            .collect();
+        let packed: Vec<Option<PackedMatrix>> = shapes
+            .iter()
+            .zip(&data)
+            .map(|(&(ty, rows), d)| {
+                packed::available()
+                    .then(|| PackedMatrix::pack(ty, rows, cols, d))
+                    .flatten()
+            })
+            .collect();
+        let views: Vec<WeightView> = shapes
+            .iter()
+            .zip(&data)
+            .zip(&packed)
+            .map(|((&(ty, rows), d), p)| WeightView {
+                ty,
+                rows,
+                cols,
+                data: if p.is_some() { &[] } else { d },
+                packed: p.as_ref(),
+            })
+            .collect();
+        for n in [1, 3] {
+            let x: Vec<f32> = (0..n * cols)
+                .map(|i| (i * 104729 % 997) as f32 / 997.0 - 0.5)
+                .collect();
+            for group in [&views[..2], &views[..]] {
+                let mut want: Vec<Vec<f32>> = Vec::new();
+                for w in group {
+                    let mut y = vec![0f32; n * w.rows];
+                    matmul(w, &x, n, &mut y, &mut Scratch::default()).unwrap();
+                    want.push(y);
+                }
+                let mut got: Vec<Vec<f32>> = group.iter().map(|w| vec![0f32; n * w.rows]).collect();
+                let mut outs: Vec<&mut [f32]> = got.iter_mut().map(|v| &mut v[..]).collect();
+                matmul_group(group, &x, n, &mut outs, &mut Scratch::default()).unwrap();
+                assert_eq!(got, want, "n={n}, {} weights", group.len());
+            }
+        }
+        // Shapes are checked.
+        let mut short = [0f32; 3];
+        let err = matmul_group(
+            &views[..1],
+            &[0.0; 512],
+            1,
+            &mut [&mut short[..]],
+            &mut Scratch::default(),
+        );
+        assert!(err.is_err());
+    }
 
     #[test]
     fn matmul_matches_dequantized_reference() {
