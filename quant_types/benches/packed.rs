@@ -31,6 +31,14 @@ fn floats(seed: u32, n: usize) -> Vec<f32> {
         .collect()
 }
 
+/// The fallback without packed kernels for one activation row: one `vec_dot` per weight row of
+/// `cols` weights (summed so that none is optimized away).
+fn vec_dot_rows(ty: GgmlType, path: SimdPath, cols: usize, w: &[u8], acts: &[u8]) -> f32 {
+    w.chunks_exact(ty.row_bytes(cols).unwrap())
+        .map(|row| dynamic::vec_dot(ty, path, cols, black_box(row), black_box(acts)).unwrap())
+        .sum()
+}
+
 fn bench_type(c: &mut Criterion, ty: GgmlType) {
     let row_bytes = ty.row_bytes(N).unwrap();
     let mut w = vec![0u8; ROWS * row_bytes];
@@ -42,13 +50,7 @@ fn bench_type(c: &mut Criterion, ty: GgmlType) {
     let mut g = c.benchmark_group(format!("gemv/{ty}"));
     g.throughput(Throughput::Bytes(w.len() as u64));
     g.bench_function(BenchmarkId::new("vec_dot", path), |b| {
-        b.iter(|| {
-            let mut sum = 0.0f32;
-            for row in w.chunks_exact(row_bytes) {
-                sum += dynamic::vec_dot(ty, path, N, black_box(row), black_box(&acts_one)).unwrap();
-            }
-            sum
-        })
+        b.iter(|| vec_dot_rows(ty, path, N, &w, &acts_one))
     });
     let Some(m) = PackedMatrix::pack(ty, ROWS, N, &w).filter(|_| packed::available()) else {
         g.finish();
@@ -107,13 +109,7 @@ fn bench_dram(c: &mut Criterion, ty: GgmlType) {
     let mut g = c.benchmark_group(format!("gemv_dram/{ty}"));
     g.throughput(Throughput::Bytes(w.len() as u64));
     g.bench_function(BenchmarkId::new("vec_dot", path), |b| {
-        b.iter(|| {
-            let mut sum = 0.0f32;
-            for row in w.chunks_exact(row_bytes) {
-                sum += dynamic::vec_dot(ty, path, cols, black_box(row), &acts_one).unwrap();
-            }
-            sum
-        })
+        b.iter(|| vec_dot_rows(ty, path, cols, &w, &acts_one))
     });
     if let Some(m) = PackedMatrix::pack(ty, rows, cols, &w).filter(|_| packed::available()) {
         drop(w);

@@ -406,8 +406,9 @@ unsafe fn tile32<P: Packed32, const R: usize, const T: usize>(
         off += P::HEADER;
         for c in 0..n {
             for r in 0..R {
-                prefetch::<P>(w[r].add(off + c * P::CHUNK));
-                let lv = P::levels(w[r].add(off + c * P::CHUNK));
+                let p = w[r].add(off + c * P::CHUNK);
+                prefetch::<P>(p);
+                let lv = P::levels(p);
                 for (h, &wv) in lv.iter().enumerate() {
                     let wa = prep(P::SIGNED, wv);
                     for t in 0..T {

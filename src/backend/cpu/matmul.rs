@@ -63,15 +63,7 @@ pub fn matmul_same_input(
     y: &mut [f32],
     s: &mut Scratch,
 ) -> Result<()> {
-    if x.len() != n * w.cols || y.len() != n * w.rows {
-        bail!(
-            "matmul shapes: weight [{} x {}], input {} values for {n} rows, output {}",
-            w.rows,
-            w.cols,
-            x.len(),
-            y.len()
-        );
-    }
+    check_shapes(w, x, n, y)?;
     if let Some(p) = w.packed {
         return packed_matmul(p, x, n, y, s);
     }
@@ -97,6 +89,19 @@ pub fn matmul_same_input(
         GgmlType::NF4 => go!(BlockNF4),
         other => bail!("{other} is an activation format, not a weight type"),
     }
+}
+
+fn check_shapes(w: &WeightView, x: &[f32], n: usize, y: &[f32]) -> Result<()> {
+    if x.len() != n * w.cols || y.len() != n * w.rows {
+        bail!(
+            "matmul shapes: weight [{} x {}], input {} values for {n} rows, output {}",
+            w.rows,
+            w.cols,
+            x.len(),
+            y.len()
+        );
+    }
+    Ok(())
 }
 
 fn typed<B: BlockFormat>(
@@ -182,49 +187,56 @@ pub fn matmul_group(
     if ws.len() != ys.len() || ws.is_empty() {
         bail!("matmul group: {} weights, {} outputs", ws.len(), ys.len());
     }
+    // `x` is new to `s`; within the group it stays unchanged, so every product may reuse the
+    // activations an earlier one quantized.
+    s.packed_from = None;
     if n == 1 && ws.iter().all(|w| w.packed.is_some()) {
         for (w, y) in ws.iter().zip(ys.iter()) {
-            if x.len() != w.cols || y.len() != w.rows {
-                bail!(
-                    "matmul shapes: weight [{} x {}], input {} values for 1 row, output {}",
-                    w.rows,
-                    w.cols,
-                    x.len(),
-                    y.len()
-                );
-            }
+            check_shapes(w, x, n, y)?;
         }
-        let first = ws[0].packed.expect("checked");
-        s.packed_acts.quantize(first.ty(), x, 1, first.cols());
-        s.packed_from = Some((x.as_ptr() as usize, x.len(), 1));
+        quantize_packed_acts(ws[0].packed.expect("checked"), x, n, s);
         if ws.iter().all(|w| s.packed_acts.serves(w.ty)) {
             let acts = &s.packed_acts;
             let threads = rayon::current_num_threads().max(1);
             ys.par_iter_mut().zip(ws.par_iter()).for_each(|(y, w)| {
-                let p = w.packed.expect("checked");
-                let per = packed_rows_per_chunk(p.rows(), threads);
-                y.par_chunks_mut(per).enumerate().for_each(|(c, chunk)| {
-                    let start = c * per;
-                    packed::gemm(p, start..start + chunk.len(), acts, chunk);
-                });
+                packed_rows_parallel(w.packed.expect("checked"), acts, 1, y, threads)
             });
             return Ok(());
         }
     }
-    for (i, (w, y)) in ws.iter().zip(ys.iter_mut()).enumerate() {
-        if i == 0 {
-            matmul(w, x, n, y, s)?;
-        } else {
-            matmul_same_input(w, x, n, y, s)?;
-        }
+    for (w, y) in ws.iter().zip(ys.iter_mut()) {
+        matmul_same_input(w, x, n, y, s)?;
     }
     Ok(())
 }
 
-/// Rows per parallel chunk of a packed product: whole register tiles (12 rows), enough chunks
-/// to balance the threads.
-fn packed_rows_per_chunk(rows: usize, threads: usize) -> usize {
-    rows.div_ceil(threads * 4).div_ceil(12).max(1) * 12
+/// Quantizes `x` for `w`'s activation format unless `s` holds it already (same input, and a
+/// format that serves `w`).
+fn quantize_packed_acts(w: &PackedMatrix, x: &[f32], n: usize, s: &mut Scratch) {
+    let key = (x.as_ptr() as usize, x.len(), n);
+    if s.packed_from != Some(key) || !s.packed_acts.serves(w.ty()) {
+        s.packed_acts.quantize(w.ty(), x, n, w.cols());
+        s.packed_from = Some(key);
+    }
+}
+
+/// `out` (`[rows][n]`) = `w` times the activations, rows split over the threads in chunks of
+/// whole register tiles (12 rows), enough chunks to balance the threads; each chunk runs the
+/// register-tiled kernel over all tokens.
+fn packed_rows_parallel(
+    w: &PackedMatrix,
+    acts: &PackedActs,
+    n: usize,
+    out: &mut [f32],
+    threads: usize,
+) {
+    let rows_per_chunk = w.rows().div_ceil(threads * 4).div_ceil(12).max(1) * 12;
+    out.par_chunks_mut(rows_per_chunk * n)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let start = c * rows_per_chunk;
+            packed::gemm(w, start..start + chunk.len() / n, acts, chunk);
+        });
 }
 
 /// The product on packed weights: activations quantized once, rows split over threads in
@@ -236,14 +248,8 @@ fn packed_matmul(
     y: &mut [f32],
     s: &mut Scratch,
 ) -> Result<()> {
-    let key = (x.as_ptr() as usize, x.len(), n);
-    if s.packed_from != Some(key) || !s.packed_acts.serves(w.ty()) {
-        s.packed_acts.quantize(w.ty(), x, n, w.cols());
-        s.packed_from = Some(key);
-    }
+    quantize_packed_acts(w, x, n, s);
     let rows = w.rows();
-    let rows_per_chunk = packed_rows_per_chunk(rows, rayon::current_num_threads().max(1));
-    let acts = &s.packed_acts;
     let out: &mut [f32] = if n == 1 {
         y
     } else {
@@ -251,12 +257,8 @@ fn packed_matmul(
         s.transposed.resize(n * rows, 0.0);
         &mut s.transposed
     };
-    out.par_chunks_mut(rows_per_chunk * n)
-        .enumerate()
-        .for_each(|(c, chunk)| {
-            let start = c * rows_per_chunk;
-            packed::gemm(w, start..start + chunk.len() / n, acts, chunk);
-        });
+    let threads = rayon::current_num_threads().max(1);
+    packed_rows_parallel(w, &s.packed_acts, n, out, threads);
     if n > 1 {
         for (o, col) in s.transposed.chunks(n).enumerate() {
             for (t, &v) in col.iter().enumerate() {
