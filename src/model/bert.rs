@@ -8,6 +8,7 @@ use crate::backend::cpu::attention::{self, Heads};
 use crate::backend::cpu::ops;
 use crate::gguf::GgufFile;
 use anyhow::{bail, Result};
+use rayon::prelude::*;
 
 #[derive(Clone, Debug)]
 pub struct BertParams {
@@ -174,13 +175,16 @@ impl Bert {
                 sized(&mut st.k, n * e),
                 sized(&mut st.v, n * e),
             );
-            layer.q.forward(f, &st.x[..n * e], n, q, &mut st.scratch)?;
-            layer
-                .k
-                .forward_same_input(f, &st.x[..n * e], n, k, &mut st.scratch)?;
-            layer
-                .v
-                .forward_same_input(f, &st.x[..n * e], n, v, &mut st.scratch)?;
+            // One parallel product for the three: workers do not idle between them.
+            Linear::forward_group(
+                [&layer.q, &layer.k, &layer.v],
+                f,
+                &st.x[..n * e],
+                n,
+                &mut [q, k, v],
+                &mut st.scratch,
+            )?;
+            let (q, k, v) = (&st.q[..n * e], &st.k[..n * e], &st.v[..n * e]);
             let att = sized(&mut st.att, n * e);
             for seq in &batch.seqs {
                 let r = seq.start * e..seq.end * e;
@@ -205,7 +209,8 @@ impl Bert {
             );
             let h = sized(&mut st.ff, n * ff);
             layer.up.forward(f, &st.x[..n * e], n, h, &mut st.scratch)?;
-            h.iter_mut().for_each(|v| *v = ops::gelu(*v));
+            h.par_chunks_mut(ff)
+                .for_each(|r| r.iter_mut().for_each(|v| *v = ops::gelu(*v)));
             let o = sized(&mut st.o, n * e);
             layer.down.forward(f, h, n, o, &mut st.scratch)?;
             ops::add_inplace(&mut st.x[..n * e], o);

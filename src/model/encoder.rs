@@ -2,6 +2,7 @@
 //! padding is computed: each sequence attends within its own range), pooling, and outputs.
 
 use crate::backend::cpu::matmul::Scratch;
+use crate::backend::cpu::ops::RopeTable;
 use anyhow::{bail, Result};
 use std::ops::Range;
 
@@ -103,4 +104,6 @@ pub struct EncoderState {
     pub(crate) ff: Vec<f32>,
     pub(crate) row: Vec<f32>,
     pub(crate) scratch: Scratch,
+    /// Rotary angles (ModernBERT: global and local attention have different bases).
+    pub(crate) rope: [RopeTable; 2],
 }

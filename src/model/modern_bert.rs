@@ -9,6 +9,7 @@ use crate::backend::cpu::attention::{self, Heads};
 use crate::backend::cpu::ops;
 use crate::gguf::GgufFile;
 use anyhow::{bail, Result};
+use rayon::prelude::*;
 
 #[derive(Clone, Debug)]
 pub struct ModernBertParams {
@@ -180,13 +181,18 @@ impl ModernBert {
                 .row(f, tok as usize, &mut x[t * e..(t + 1) * e])?;
         }
         ops::layer_norm_inplace(x, &self.embd_norm.w, self.embd_norm.b.as_deref(), hp.eps);
+        // Each token's position in its sequence, and the rotary angles up to the longest.
+        let mut positions = vec![0usize; n];
+        for seq in &batch.seqs {
+            for (p, t) in seq.clone().enumerate() {
+                positions[t] = p;
+            }
+        }
+        let longest = batch.seqs.iter().map(|s| s.len()).max().unwrap_or(0);
+        st.rope[0].ensure(hd, hp.theta_global, longest);
+        st.rope[1].ensure(hd, hp.theta_local, longest);
         for (i, layer) in self.layers.iter().enumerate() {
             let global = i % hp.pattern == 0 || hp.window == 0;
-            let theta = if global {
-                hp.theta_global
-            } else {
-                hp.theta_local
-            };
             let window = if global { None } else { Some(hp.window / 2) };
             let a = sized(&mut st.att, n * e);
             match &layer.attn_norm {
@@ -200,16 +206,22 @@ impl ModernBert {
                 sized(&mut st.k, n * e),
                 sized(&mut st.v, n * e),
             );
-            for seq in &batch.seqs {
-                for (p, t) in seq.clone().enumerate() {
+            // Split each token's q|k|v row and rotate q and k, tokens in parallel.
+            let rope = &st.rope[usize::from(!global)];
+            let qkv = &*qkv;
+            q.par_chunks_mut(e)
+                .zip(k.par_chunks_mut(e))
+                .zip(v.par_chunks_mut(e))
+                .zip(positions.par_iter())
+                .enumerate()
+                .for_each(|(t, (((q, k), v), &p))| {
                     let row = &qkv[t * 3 * e..(t + 1) * 3 * e];
-                    q[t * e..(t + 1) * e].copy_from_slice(&row[..e]);
-                    k[t * e..(t + 1) * e].copy_from_slice(&row[e..2 * e]);
-                    v[t * e..(t + 1) * e].copy_from_slice(&row[2 * e..]);
-                    ops::rope_neox(&mut q[t * e..(t + 1) * e], hd, p, theta);
-                    ops::rope_neox(&mut k[t * e..(t + 1) * e], hd, p, theta);
-                }
-            }
+                    q.copy_from_slice(&row[..e]);
+                    k.copy_from_slice(&row[e..2 * e]);
+                    v.copy_from_slice(&row[2 * e..]);
+                    rope.apply(q, p);
+                    rope.apply(k, p);
+                });
             let att = sized(&mut st.att, n * e);
             for seq in &batch.seqs {
                 let r = seq.start * e..seq.end * e;
@@ -239,12 +251,13 @@ impl ModernBert {
             layer.up.forward(f, m, n, wi, &mut st.scratch)?;
             // GeGLU: the first half of each row goes through GELU and gates the second.
             let act = sized(&mut st.row, n * ff);
-            for t in 0..n {
-                let r = &wi[t * 2 * ff..(t + 1) * 2 * ff];
-                for j in 0..ff {
-                    act[t * ff + j] = ops::gelu(r[j]) * r[ff + j];
-                }
-            }
+            act.par_chunks_mut(ff)
+                .zip(wi.par_chunks(2 * ff))
+                .for_each(|(a, r)| {
+                    for ((a, &g), &u) in a.iter_mut().zip(&r[..ff]).zip(&r[ff..]) {
+                        *a = ops::gelu(g) * u;
+                    }
+                });
             let o = sized(&mut st.o, n * e);
             layer.down.forward(f, act, n, o, &mut st.scratch)?;
             ops::add_inplace(&mut st.x[..n * e], o);

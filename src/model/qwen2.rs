@@ -80,6 +80,8 @@ pub struct DecoderState {
     pub logits: Vec<f32>,
     pub hidden: Vec<f32>,
     scratch: Scratch,
+    /// Rotary angles of the positions seen so far.
+    rope: ops::RopeTable,
     /// KV cache of the offloaded layers.
     offload: OffloadState,
 }
@@ -211,6 +213,7 @@ impl Qwen2 {
             logits: Vec::new(),
             hidden: Vec::new(),
             scratch: Scratch::default(),
+            rope: ops::RopeTable::default(),
             offload: None,
         }
     }
@@ -249,6 +252,7 @@ impl Qwen2 {
             head_dim: hp.head_dim,
         };
         let pos0 = st.len;
+        st.rope.ensure(hp.head_dim, hp.rope_theta, pos0 + n);
         let x = sized(&mut st.x, n * e);
         for (t, &tok) in tokens.iter().enumerate() {
             if tok as usize >= hp.n_vocab {
@@ -275,18 +279,8 @@ impl Qwen2 {
             )?;
             let [q, kn, vn] = qkv;
             for t in 0..n {
-                ops::rope_neox(
-                    &mut q[t * e..(t + 1) * e],
-                    hp.head_dim,
-                    pos0 + t,
-                    hp.rope_theta,
-                );
-                ops::rope_neox(
-                    &mut kn[t * kv..(t + 1) * kv],
-                    hp.head_dim,
-                    pos0 + t,
-                    hp.rope_theta,
-                );
+                st.rope.apply(&mut q[t * e..(t + 1) * e], pos0 + t);
+                st.rope.apply(&mut kn[t * kv..(t + 1) * kv], pos0 + t);
             }
             st.kv.write(li, pos0, kn, vn)?;
             let att = sized(&mut st.att, n * e);

@@ -288,6 +288,23 @@ impl Packed for PQ6K {
     }
 }
 
+/// Asks for the weight bytes `PREFETCH_CHUNKS` chunks ahead of `p`, for the 32-weight types
+/// (groups of 512): their rows are short in small models (896 weights) and the hardware
+/// prefetcher alone leaves one core well below the read bandwidth when the weights stream from
+/// DRAM (see `x86_avx2::prefetch`; `cargo bench --bench packed -- gemv_dram` measures both).
+/// K-quant rows are long and go without, as on AVX2.
+#[inline(always)]
+unsafe fn prefetch<P: Packed>(p: *const u8) {
+    if P::GROUP == 512 {
+        _mm_prefetch(
+            p.wrapping_add(PREFETCH_CHUNKS * P::CHUNK) as *const i8,
+            _MM_HINT_T0,
+        );
+    }
+}
+
+const PREFETCH_CHUNKS: usize = 128;
+
 /// One register tile: rows `w[0..R]` (packed row pointers) times activation rows `t0..t0+T`.
 #[inline(always)]
 unsafe fn tile<P: Packed, const R: usize, const T: usize>(
@@ -321,7 +338,9 @@ unsafe fn tile<P: Packed, const R: usize, const T: usize>(
                 std::array::from_fn(|t| _mm512_loadu_si512(q[t].add(e + 64 * c) as *const __m512i));
             let xs: [__m512; T] = std::array::from_fn(|t| _mm512_permutexvar_ps(idx, sa[t]));
             for r in 0..R {
-                let u = P::levels(w[r].add(off + c * P::CHUNK));
+                let p = w[r].add(off + c * P::CHUNK);
+                prefetch::<P>(p);
+                let u = P::levels(p);
                 let us = P::lane_scale(ws[r], c);
                 for t in 0..T {
                     let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, x[t]);

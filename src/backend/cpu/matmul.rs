@@ -147,9 +147,7 @@ fn typed<B: BlockFormat>(
     let out: &mut [f32] = if n == 1 {
         y
     } else {
-        s.transposed.clear();
-        s.transposed.resize(n * w.rows, 0.0);
-        &mut s.transposed
+        row_major_buffer(&mut s.transposed, n * w.rows)
     };
     out.par_chunks_mut(rows_per_chunk * n)
         .enumerate()
@@ -163,13 +161,39 @@ fn typed<B: BlockFormat>(
             }
         });
     if n > 1 {
-        for (o, col) in s.transposed.chunks(n).enumerate() {
-            for (t, &v) in col.iter().enumerate() {
-                y[t * w.rows + o] = v;
-            }
-        }
+        transpose_into(&s.transposed[..n * w.rows], w.rows, n, y);
     }
     Ok(())
+}
+
+/// The first `len` values of `buf`, grown when short. Not cleared: every product writes each
+/// value of its output before reading it (zeroing 10 MB per ModernBERT product cost 1.5%).
+fn row_major_buffer(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    &mut buf[..len]
+}
+
+/// `y[t][o] = src[o][t]` for `rows` x `n` values: the kernels' row-major output into the
+/// graph's token-major one. Blocks of 16 tokens run in parallel; within one, each output row's
+/// 16 values are read as one cache line and written to 16 lines that stay in L1. The plain
+/// loop this replaces wrote with a stride of `rows` floats on one thread: 21% of a ModernBERT
+/// batch (perf, 32 x 128 tokens, Q8_0).
+fn transpose_into(src: &[f32], rows: usize, n: usize, y: &mut [f32]) {
+    const TOKENS: usize = 16;
+    y[..n * rows]
+        .par_chunks_mut(TOKENS * rows)
+        .enumerate()
+        .for_each(|(b, yb)| {
+            let t0 = b * TOKENS;
+            let tn = yb.len() / rows;
+            for (o, col) in src.chunks_exact(n).enumerate() {
+                for (t, &v) in col[t0..t0 + tn].iter().enumerate() {
+                    yb[t * rows + o] = v;
+                }
+            }
+        });
 }
 
 /// Products of one input `x` (one token) by several weights, e.g. Q, K and V, or gate and up:
@@ -253,18 +277,12 @@ fn packed_matmul(
     let out: &mut [f32] = if n == 1 {
         y
     } else {
-        s.transposed.clear();
-        s.transposed.resize(n * rows, 0.0);
-        &mut s.transposed
+        row_major_buffer(&mut s.transposed, n * rows)
     };
     let threads = rayon::current_num_threads().max(1);
     packed_rows_parallel(w, &s.packed_acts, n, out, threads);
     if n > 1 {
-        for (o, col) in s.transposed.chunks(n).enumerate() {
-            for (t, &v) in col.iter().enumerate() {
-                y[t * rows + o] = v;
-            }
-        }
+        transpose_into(&s.transposed[..n * rows], rows, n, y);
     }
     Ok(())
 }
@@ -300,6 +318,22 @@ mod tests {
             dynamic::quantize(ty, src, dst).unwrap();
         }
         data
+    }
+
+    #[test]
+    fn transpose_into_swaps_rows_and_tokens() {
+        // Token counts below, at and across the 16-token blocks; a buffer longer than needed.
+        for (rows, n) in [(1, 1), (3, 16), (7, 37), (33, 5)] {
+            let src: Vec<f32> = (0..rows * n).map(|i| i as f32).collect();
+            let mut y = vec![-1.0; rows * n + 3];
+            transpose_into(&src, rows, n, &mut y);
+            for t in 0..n {
+                for o in 0..rows {
+                    assert_eq!(y[t * rows + o], src[o * n + t], "rows {rows} n {n}");
+                }
+            }
+            assert_eq!(y[rows * n..], [-1.0; 3]);
+        }
     }
 
     /// A group equals its products one by one: fused (Q5_0 and Q8_0 share Q8_0 activations),
