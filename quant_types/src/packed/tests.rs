@@ -108,6 +108,38 @@ fn packed_products_equal_the_reference_for_every_type() {
     }
 }
 
+/// Prefill long enough that the kernels split the tokens in several blocks (`token_block`),
+/// with a remainder that is not a whole token tile: every kernel set still equals the reference.
+#[test]
+fn token_blocks_cover_every_token() {
+    use GgmlType::*;
+    let (rows, cols) = (5, 1024);
+    for ty in [Q8_0, IQ4_NL, Q4_K, Q6_K] {
+        let wf = data(rows * cols, 11 + ty.id() as u64);
+        let mut w = vec![0u8; ty.row_bytes(cols).unwrap() * rows];
+        dynamic::quantize(ty, &wf, &mut w).unwrap();
+        let m = PackedMatrix::pack(ty, rows, cols, &w).unwrap();
+        let probe = {
+            let mut a = PackedActs::default();
+            a.quantize(ty, &data(cols, 1), 1, cols);
+            a.kp
+        };
+        let n = 2 * super::token_block(probe, 4) + 5;
+        let x = data(n * cols, 3);
+        let want = reference(ty, &w, rows, cols, &x, n);
+        let mut acts = PackedActs::default();
+        acts.quantize(ty, &x, n, cols);
+        for k in [Kernels::Avx2, Kernels::Avx512Vnni] {
+            if !k.runs_here() {
+                continue;
+            }
+            let mut got = vec![0f32; rows * n];
+            gemm_on(k, &m, 0..rows, &acts, &mut got);
+            check_close(&format!("{ty} n={n}, {k:?}"), &got, &want);
+        }
+    }
+}
+
 #[test]
 fn unsupported_types_are_refused() {
     assert!(PackedMatrix::pack(GgmlType::F16, 1, 32, &[0u8; 64]).is_none());

@@ -552,42 +552,48 @@ unsafe fn drive<P: Tiles, const R: usize, const T: usize>(
     let n = a.n;
     let cols = w.cols();
     let row = |r: usize| w.row(r).as_ptr();
-    let mut r = rows.start;
-    while r < rows.end {
-        let base = (r - rows.start) * n;
-        if r + R <= rows.end {
-            let ptrs: [*const u8; R] = std::array::from_fn(|i| row(r + i));
-            let mut t = 0;
-            while t + T <= n {
-                let v = P::tile::<R, T>(ptrs, a, t, cols);
-                for i in 0..R {
-                    for j in 0..T {
-                        out[base + i * n + t + j] = v[i][j];
+    let block = super::token_block(a.kp, T);
+    let mut t_lo = 0;
+    while t_lo < n {
+        let t_hi = (t_lo + block).min(n);
+        let mut r = rows.start;
+        while r < rows.end {
+            let base = (r - rows.start) * n;
+            if r + R <= rows.end {
+                let ptrs: [*const u8; R] = std::array::from_fn(|i| row(r + i));
+                let mut t = t_lo;
+                while t + T <= t_hi {
+                    let v = P::tile::<R, T>(ptrs, a, t, cols);
+                    for i in 0..R {
+                        for j in 0..T {
+                            out[base + i * n + t + j] = v[i][j];
+                        }
                     }
+                    t += T;
                 }
-                t += T;
-            }
-            while t < n {
-                let v = P::tile::<R, 1>(ptrs, a, t, cols);
-                for i in 0..R {
-                    out[base + i * n + t] = v[i][0];
+                while t < t_hi {
+                    let v = P::tile::<R, 1>(ptrs, a, t, cols);
+                    for i in 0..R {
+                        out[base + i * n + t] = v[i][0];
+                    }
+                    t += 1;
                 }
-                t += 1;
+                r += R;
+            } else {
+                let mut t = t_lo;
+                while t + T <= t_hi {
+                    let v = P::tile::<1, T>([row(r)], a, t, cols);
+                    out[base + t..base + t + T].copy_from_slice(&v[0]);
+                    t += T;
+                }
+                while t < t_hi {
+                    out[base + t] = P::tile::<1, 1>([row(r)], a, t, cols)[0][0];
+                    t += 1;
+                }
+                r += 1;
             }
-            r += R;
-        } else {
-            let mut t = 0;
-            while t + T <= n {
-                let v = P::tile::<1, T>([row(r)], a, t, cols);
-                out[base + t..base + t + T].copy_from_slice(&v[0]);
-                t += T;
-            }
-            while t < n {
-                out[base + t] = P::tile::<1, 1>([row(r)], a, t, cols)[0][0];
-                t += 1;
-            }
-            r += 1;
         }
+        t_lo = t_hi;
     }
 }
 
