@@ -93,24 +93,6 @@ impl Linear {
         Ok(())
     }
 
-    /// As [`Linear::forward`] on the same `x` as the previous call with `s`, whose quantized
-    /// activations it may reuse; `x` must not have changed since.
-    pub fn forward_same_input(
-        &self,
-        f: &GgufFile,
-        x: &[f32],
-        n: usize,
-        y: &mut [f32],
-        s: &mut Scratch,
-    ) -> Result<()> {
-        matmul::matmul_same_input(&self.w.view(f), x, n, y, s)
-            .with_context(|| format!("tensor '{}'", self.w.info.name))?;
-        if let Some(b) = &self.b {
-            ops::add_bias(y, b);
-        }
-        Ok(())
-    }
-
     pub fn rows(&self) -> usize {
         self.w.rows
     }
