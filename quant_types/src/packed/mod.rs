@@ -22,6 +22,8 @@
 //! [`gemm_ref`] is a plain-Rust implementation over the packed layout: the reference the SIMD
 //! kernels are tested against, and the proof that packing loses nothing.
 
+#[cfg(target_arch = "x86_64")]
+mod drive;
 mod layout;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -99,6 +101,7 @@ impl Kernels {
 /// int8 activations (`kp` bytes each) in about 256 KiB, a multiple of the tile's `t` tokens.
 /// Without the blocking every register tile of rows read all tokens' activations again, and
 /// those of a 4864-wide product (2.4 MiB for 512 tokens) do not stay in a 2 MiB L2.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only the x86 kernels block
 pub(crate) fn token_block(kp: usize, t: usize) -> usize {
     ((256 << 10) / kp.max(1)).max(t) / t * t
 }

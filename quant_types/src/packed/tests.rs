@@ -44,6 +44,22 @@ fn check_close(what: &str, got: &[f32], want: &[f32]) {
     }
 }
 
+/// `rows` x `cols` weights of `ty` (from seed `seed`), as the file stores them and packed.
+fn quantized(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> (Vec<u8>, PackedMatrix) {
+    let wf = data(rows * cols, seed);
+    let mut w = vec![0u8; ty.row_bytes(cols).unwrap() * rows];
+    dynamic::quantize(ty, &wf, &mut w).unwrap();
+    let m = PackedMatrix::pack(ty, rows, cols, &w).unwrap();
+    (w, m)
+}
+
+/// The kernel sets this CPU runs (each is tested, not only the best one).
+fn kernels_here() -> impl Iterator<Item = Kernels> {
+    [Kernels::Avx2, Kernels::Avx512Vnni]
+        .into_iter()
+        .filter(|k| k.runs_here())
+}
+
 #[test]
 fn packed_products_equal_the_reference_for_every_type() {
     use GgmlType::*;
@@ -57,10 +73,7 @@ fn packed_products_equal_the_reference_for_every_type() {
         };
         for &cols in shapes {
             let rows = 7;
-            let wf = data(rows * cols, cols as u64 + ty.id() as u64);
-            let mut w = vec![0u8; ty.row_bytes(cols).unwrap() * rows];
-            dynamic::quantize(ty, &wf, &mut w).unwrap();
-            let m = PackedMatrix::pack(ty, rows, cols, &w).unwrap();
+            let (w, m) = quantized(ty, rows, cols, cols as u64 + ty.id() as u64);
             assert_eq!(m.row_bytes(), layout::packed_row_bytes(ty, cols));
             // Dequantizing from the packed copy gives ggml's floats exactly.
             let mut want = vec![0f32; cols];
@@ -83,11 +96,7 @@ fn packed_products_equal_the_reference_for_every_type() {
                 let mut got = vec![0f32; rows * n];
                 gemm(&m, 0..rows, &acts, &mut got);
                 check_close(&format!("{ty} {cols} cols, n={n}, SIMD"), &got, &want);
-                // Every kernel set this CPU runs, not only the best one.
-                for k in [Kernels::Avx2, Kernels::Avx512Vnni] {
-                    if !k.runs_here() {
-                        continue;
-                    }
+                for k in kernels_here() {
                     let mut got = vec![0f32; rows * n];
                     gemm_on(k, &m, 0..rows, &acts, &mut got);
                     check_close(&format!("{ty} {cols} cols, n={n}, {k:?}"), &got, &want);
@@ -115,24 +124,14 @@ fn token_blocks_cover_every_token() {
     use GgmlType::*;
     let (rows, cols) = (5, 1024);
     for ty in [Q8_0, IQ4_NL, Q4_K, Q6_K] {
-        let wf = data(rows * cols, 11 + ty.id() as u64);
-        let mut w = vec![0u8; ty.row_bytes(cols).unwrap() * rows];
-        dynamic::quantize(ty, &wf, &mut w).unwrap();
-        let m = PackedMatrix::pack(ty, rows, cols, &w).unwrap();
-        let probe = {
-            let mut a = PackedActs::default();
-            a.quantize(ty, &data(cols, 1), 1, cols);
-            a.kp
-        };
-        let n = 2 * super::token_block(probe, 4) + 5;
+        let (w, m) = quantized(ty, rows, cols, 11 + ty.id() as u64);
+        let mut acts = PackedActs::default();
+        acts.quantize(ty, &data(cols, 1), 1, cols);
+        let n = 2 * super::token_block(acts.kp, 4) + 5;
         let x = data(n * cols, 3);
         let want = reference(ty, &w, rows, cols, &x, n);
-        let mut acts = PackedActs::default();
         acts.quantize(ty, &x, n, cols);
-        for k in [Kernels::Avx2, Kernels::Avx512Vnni] {
-            if !k.runs_here() {
-                continue;
-            }
+        for k in kernels_here() {
             let mut got = vec![0f32; rows * n];
             gemm_on(k, &m, 0..rows, &acts, &mut got);
             check_close(&format!("{ty} n={n}, {k:?}"), &got, &want);

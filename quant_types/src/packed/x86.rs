@@ -4,6 +4,7 @@
 //! once per tile column, so decoding costs are shared across T tokens and activation loads
 //! across R rows. Biases (offsets, minimums) are applied once per group as a 16-lane FMA.
 
+use super::drive::{drive, RegisterTile};
 use super::layout::{geometry, Kind, PackedMatrix, IQ4NL_U8, NF4_U8};
 use super::PackedActs;
 use crate::GgmlType;
@@ -367,60 +368,18 @@ unsafe fn tile<P: Packed, const R: usize, const T: usize>(
     out
 }
 
-/// Rows in tiles of R, tokens in tiles of T (then single tokens), for one type.
-#[inline(always)]
-unsafe fn drive<P: Packed, const R: usize, const T: usize>(
-    w: &PackedMatrix,
-    rows: Range<usize>,
-    a: &PackedActs,
-    out: &mut [f32],
-) {
-    debug_assert_eq!(geometry(P::TY).chunk, P::CHUNK);
-    let n = a.n;
-    let cols = w.cols();
-    let row = |r: usize| w.row(r).as_ptr();
-    let block = super::token_block(a.kp, T);
-    let mut t_lo = 0;
-    while t_lo < n {
-        let t_hi = (t_lo + block).min(n);
-        let mut r = rows.start;
-        while r < rows.end {
-            let base = (r - rows.start) * n;
-            if r + R <= rows.end {
-                let ptrs: [*const u8; R] = std::array::from_fn(|i| row(r + i));
-                let mut t = t_lo;
-                while t + T <= t_hi {
-                    let v = tile::<P, R, T>(ptrs, a, t, cols);
-                    for i in 0..R {
-                        for j in 0..T {
-                            out[base + i * n + t + j] = v[i][j];
-                        }
-                    }
-                    t += T;
-                }
-                while t < t_hi {
-                    let v = tile::<P, R, 1>(ptrs, a, t, cols);
-                    for i in 0..R {
-                        out[base + i * n + t] = v[i][0];
-                    }
-                    t += 1;
-                }
-                r += R;
-            } else {
-                let mut t = t_lo;
-                while t + T <= t_hi {
-                    let v = tile::<P, 1, T>([row(r)], a, t, cols);
-                    out[base + t..base + t + T].copy_from_slice(&v[0]);
-                    t += T;
-                }
-                while t < t_hi {
-                    out[base + t] = tile::<P, 1, 1>([row(r)], a, t, cols)[0][0];
-                    t += 1;
-                }
-                r += 1;
-            }
-        }
-        t_lo = t_hi;
+/// [`tile`] of packed type `P`, for the shared driver.
+struct Avx512<P>(std::marker::PhantomData<P>);
+
+impl<P: Packed> RegisterTile for Avx512<P> {
+    #[inline(always)]
+    unsafe fn tile<const R: usize, const T: usize>(
+        w: [*const u8; R],
+        a: &PackedActs,
+        t0: usize,
+        cols: usize,
+    ) -> [[f32; T]; R] {
+        tile::<P, R, T>(w, a, t0, cols)
     }
 }
 
@@ -434,12 +393,13 @@ unsafe fn gemm_typed<P: Packed>(
     // Prefill tiles measured on a 2-core Xeon with AVX-512 VNNI (qrun bench -p 512, Qwen2.5-0.5B;
     // ModernBERT batch 32 x 128): 4x4 is 4% faster than 3x4 on Q4_K_M prefill and 9% on the
     // ModernBERT batch; 32-weight types stay 3x4 (Q8_0 2% slower at 4x4); 3x6 and 6x2 lost.
+    debug_assert_eq!(geometry(P::TY).chunk, P::CHUNK);
     if a.n == 1 {
-        drive::<P, 4, 1>(w, rows, a, out)
+        drive::<Avx512<P>, 4, 1>(w, rows, a, out)
     } else if P::GROUP == 256 {
-        drive::<P, 4, 4>(w, rows, a, out)
+        drive::<Avx512<P>, 4, 4>(w, rows, a, out)
     } else {
-        drive::<P, 3, 4>(w, rows, a, out)
+        drive::<Avx512<P>, 3, 4>(w, rows, a, out)
     }
 }
 

@@ -16,6 +16,7 @@
 // Tile loops index several per-row and per-token arrays by the same r and t.
 #![allow(clippy::needless_range_loop)]
 
+use super::drive::{drive, RegisterTile};
 use super::layout::{geometry, PackedMatrix};
 use super::PackedActs;
 use crate::formats::{KVALUES_IQ4NL, NF4_LEVELS_I8};
@@ -510,21 +511,17 @@ unsafe fn tilek<P: PackedK, const R: usize, const T: usize>(
 }
 
 /// A tile kernel of some shape, chosen by type family.
-trait Tiles: Packed {
+trait Tiles: Packed + RegisterTile {
     /// Sub-block scales applied in integers ([`tilek`]).
     const INT_SCALES: bool;
-    unsafe fn tile<const R: usize, const T: usize>(
-        w: [*const u8; R],
-        a: &PackedActs,
-        t0: usize,
-        cols: usize,
-    ) -> [[f32; T]; R];
 }
 
 macro_rules! tiles {
     ($f:ident, $int:literal: $($name:ident),*) => {$(
         impl Tiles for $name {
             const INT_SCALES: bool = $int;
+        }
+        impl RegisterTile for $name {
             #[inline(always)]
             unsafe fn tile<const R: usize, const T: usize>(
                 w: [*const u8; R],
@@ -540,63 +537,6 @@ macro_rules! tiles {
 tiles!(tile32, false: PQ4_0, PQ4_1, PQ5_0, PQ5_1, PQ8_0, PIq4Nl, PNf4);
 tiles!(tilek, true: PQ4K, PQ5K, PQ6K);
 
-/// Rows in tiles of R, tokens in tiles of T (then single tokens), for one type.
-#[inline(always)]
-unsafe fn drive<P: Tiles, const R: usize, const T: usize>(
-    w: &PackedMatrix,
-    rows: Range<usize>,
-    a: &PackedActs,
-    out: &mut [f32],
-) {
-    debug_assert_eq!(w.ty(), P::TY);
-    let n = a.n;
-    let cols = w.cols();
-    let row = |r: usize| w.row(r).as_ptr();
-    let block = super::token_block(a.kp, T);
-    let mut t_lo = 0;
-    while t_lo < n {
-        let t_hi = (t_lo + block).min(n);
-        let mut r = rows.start;
-        while r < rows.end {
-            let base = (r - rows.start) * n;
-            if r + R <= rows.end {
-                let ptrs: [*const u8; R] = std::array::from_fn(|i| row(r + i));
-                let mut t = t_lo;
-                while t + T <= t_hi {
-                    let v = P::tile::<R, T>(ptrs, a, t, cols);
-                    for i in 0..R {
-                        for j in 0..T {
-                            out[base + i * n + t + j] = v[i][j];
-                        }
-                    }
-                    t += T;
-                }
-                while t < t_hi {
-                    let v = P::tile::<R, 1>(ptrs, a, t, cols);
-                    for i in 0..R {
-                        out[base + i * n + t] = v[i][0];
-                    }
-                    t += 1;
-                }
-                r += R;
-            } else {
-                let mut t = t_lo;
-                while t + T <= t_hi {
-                    let v = P::tile::<1, T>([row(r)], a, t, cols);
-                    out[base + t..base + t + T].copy_from_slice(&v[0]);
-                    t += T;
-                }
-                while t < t_hi {
-                    out[base + t] = P::tile::<1, 1>([row(r)], a, t, cols)[0][0];
-                    t += 1;
-                }
-                r += 1;
-            }
-        }
-        t_lo = t_hi;
-    }
-}
-
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn gemm_typed<P: Tiles>(
     w: &PackedMatrix,
@@ -607,6 +547,7 @@ unsafe fn gemm_typed<P: Tiles>(
     // Tile shapes measured with `cargo bench --bench packed` on a 2-core AMD EPYC (AVX2): K-quants
     // keep one i32 accumulator per pair and take a wider token tile than the 32-weight types,
     // which also hold a float accumulator and a scale table per pair.
+    debug_assert_eq!(w.ty(), P::TY);
     if a.n == 1 {
         drive::<P, 4, 1>(w, rows, a, out)
     } else if P::INT_SCALES {
