@@ -5,7 +5,7 @@ use crate::backend::cpu::matmul::{self, Scratch, WeightView};
 use crate::backend::cpu::ops;
 use crate::gguf::{GgufFile, TensorInfo};
 use anyhow::{bail, Context, Result};
-use quant_types::packed::{self, PackedMatrix};
+use quant_types::packed::{self, Layout, PackedMatrix};
 use quant_types::{dynamic, GgmlType};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -48,16 +48,23 @@ impl Mat {
         if !packed::available() || !packed::supports(self.ty) {
             return;
         }
-        let Some(mut m) = PackedMatrix::alloc(self.ty, self.rows, self.cols) else {
+        // QGGUF_PACK_LAYOUT=rows keeps the row layout where the interleaved one would be
+        // chosen, to measure the difference.
+        let layout = match std::env::var("QGGUF_PACK_LAYOUT").as_deref() {
+            Ok("rows") => Layout::Rows,
+            _ => Layout::best_for(self.ty),
+        };
+        let Some(mut m) = PackedMatrix::alloc_with(self.ty, self.rows, self.cols, layout) else {
             return;
         };
-        let (ty, cols) = (self.ty, self.cols);
+        let (ty, cols, layout) = (self.ty, self.cols, m.layout());
         let src = f.tensor_data(&self.info);
-        let (src_row, dst_row) = (ty.row_bytes(cols).expect("validated"), m.row_bytes());
+        let src_unit = ty.row_bytes(cols).expect("validated") * m.unit_rows();
+        let dst_unit = m.unit_bytes();
         m.bytes_mut()
-            .par_chunks_exact_mut(dst_row)
-            .zip(src.par_chunks_exact(src_row))
-            .for_each(|(dst, src)| packed::pack_row(ty, cols, src, dst));
+            .par_chunks_exact_mut(dst_unit)
+            .zip(src.par_chunks(src_unit))
+            .for_each(|(dst, src)| packed::pack_unit(ty, cols, layout, src, dst));
         f.release(&self.info);
         self.packed = Some(Arc::new(m));
     }

@@ -94,52 +94,115 @@ pub(crate) fn geometry(ty: GgmlType) -> Geometry {
     }
 }
 
-/// A weight matrix in a packed layout, owned: `rows` rows of `cols` weights.
+/// How a packed matrix orders its bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Layout {
+    /// Row after row, each in the groups this module describes (every packed type).
+    Rows,
+    /// Sixteen rows woven together per 32 weights (`super::interleaved`): Q4_0, Q8_0, IQ4_NL
+    /// and NF4 on CPUs with AVX-512 VNNI, where one `vpdpbusd` then serves 16 rows at once.
+    Interleaved16,
+}
+
+impl Layout {
+    /// The layout this CPU's fastest kernels read for `ty`.
+    pub fn best_for(ty: GgmlType) -> Layout {
+        if super::interleaved::supports(ty) && super::Kernels::best().interleaves() {
+            Layout::Interleaved16
+        } else {
+            Layout::Rows
+        }
+    }
+
+    /// Matrix rows per unit of packing (a row, or a woven group of rows).
+    pub fn unit_rows(self) -> usize {
+        match self {
+            Layout::Rows => 1,
+            Layout::Interleaved16 => super::interleaved::ROWS,
+        }
+    }
+}
+
+/// A weight matrix in a packed layout, owned: `rows` rows of `cols` weights, stored as units
+/// of `layout.unit_rows()` rows (the last one padded with zero rows) of `unit_bytes` each.
 #[derive(Clone)]
 pub struct PackedMatrix {
     ty: GgmlType,
     rows: usize,
     cols: usize,
-    row_bytes: usize,
+    layout: Layout,
+    unit_bytes: usize,
     data: Vec<u8>,
 }
 
 impl PackedMatrix {
-    /// Packs a matrix given as ggml blocks (`src`: `rows` rows of `cols` weights of type `ty`).
-    /// Returns None for a type without a packed layout. Rows are packed by `pack_row`, so
-    /// callers may split the work; this convenience does all rows in order.
+    /// Packs a matrix given as ggml blocks (`src`: `rows` rows of `cols` weights of type `ty`)
+    /// in the layout this CPU reads fastest. Returns None for a type without a packed layout.
     pub fn pack(ty: GgmlType, rows: usize, cols: usize, src: &[u8]) -> Option<PackedMatrix> {
-        let mut m = PackedMatrix::alloc(ty, rows, cols)?;
+        Self::pack_with(ty, rows, cols, src, Layout::best_for(ty))
+    }
+
+    /// [`PackedMatrix::pack`] in a given layout (None where `ty` has no such layout). Units are
+    /// packed by [`pack_unit`], so callers may split the work; this convenience does all in
+    /// order.
+    pub fn pack_with(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        src: &[u8],
+        layout: Layout,
+    ) -> Option<PackedMatrix> {
+        let mut m = PackedMatrix::alloc_with(ty, rows, cols, layout)?;
         let src_row = ty.row_bytes(cols)?;
         assert_eq!(
             src.len(),
             rows * src_row,
             "{ty} matrix of {rows} x {cols}: byte count"
         );
-        let rb = m.row_bytes;
-        for (r, dst) in m.data.chunks_exact_mut(rb).enumerate() {
-            pack_row(ty, cols, &src[r * src_row..(r + 1) * src_row], dst);
+        let ub = m.unit_bytes;
+        let per_unit = src_row * layout.unit_rows();
+        for (dst, src) in m.data.chunks_exact_mut(ub).zip(src.chunks(per_unit)) {
+            pack_unit(ty, cols, layout, src, dst);
         }
         Some(m)
     }
 
-    /// An all-zero matrix to be filled row by row with [`PackedMatrix::rows_mut`].
+    /// An all-zero matrix in the layout this CPU reads fastest, to be filled unit by unit
+    /// with [`pack_unit`] through [`PackedMatrix::bytes_mut`].
     pub fn alloc(ty: GgmlType, rows: usize, cols: usize) -> Option<PackedMatrix> {
+        Self::alloc_with(ty, rows, cols, Layout::best_for(ty))
+    }
+
+    /// [`PackedMatrix::alloc`] in a given layout.
+    pub fn alloc_with(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        layout: Layout,
+    ) -> Option<PackedMatrix> {
         if !super::supports(ty) || cols == 0 || !cols.is_multiple_of(ty.block_elems()) {
             return None;
         }
-        let row_bytes = packed_row_bytes(ty, cols);
+        let unit_bytes = match layout {
+            Layout::Rows => packed_row_bytes(ty, cols),
+            Layout::Interleaved16 if super::interleaved::supports(ty) => {
+                super::interleaved::unit_bytes(ty, cols)
+            }
+            Layout::Interleaved16 => return None,
+        };
+        let units = rows.div_ceil(layout.unit_rows());
         Some(PackedMatrix {
             ty,
             rows,
             cols,
-            row_bytes,
-            data: vec![0u8; rows * row_bytes],
+            layout,
+            unit_bytes,
+            data: vec![0u8; units * unit_bytes],
         })
     }
 
-    /// All packed bytes, `rows()` rows of `row_bytes()`, to fill with [`pack_row`] (in
-    /// parallel, by chunks of `row_bytes()`).
+    /// All packed bytes, units of `unit_bytes()`, to fill with [`pack_unit`] (in parallel, by
+    /// chunks of `unit_bytes()`, from `unit_rows()` source rows each).
     pub fn bytes_mut(&mut self) -> &mut [u8] {
         &mut self.data
     }
@@ -148,6 +211,9 @@ impl PackedMatrix {
     /// gives for the original blocks (w = A * u + B is exact in f32 for every packed type).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         assert_eq!(out.len(), self.cols, "row length");
+        if self.layout == Layout::Interleaved16 {
+            return super::interleaved::dequantize_row(self, r, out);
+        }
         if self.ty == GgmlType::NF4 {
             // The kernels multiply int8 images of the NF4 levels; dequantization uses the exact
             // levels, read back through the indices.
@@ -186,15 +252,38 @@ impl PackedMatrix {
     pub fn cols(&self) -> usize {
         self.cols
     }
-    pub fn row_bytes(&self) -> usize {
-        self.row_bytes
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+    /// Rows per unit of packing.
+    pub fn unit_rows(&self) -> usize {
+        self.layout.unit_rows()
+    }
+    /// Bytes per unit of packing.
+    pub fn unit_bytes(&self) -> usize {
+        self.unit_bytes
     }
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.data.len()
     }
+    /// Packed unit `i` (row `i` in [`Layout::Rows`]).
+    pub(crate) fn unit(&self, i: usize) -> &[u8] {
+        &self.data[i * self.unit_bytes..(i + 1) * self.unit_bytes]
+    }
     pub(crate) fn row(&self, r: usize) -> &[u8] {
-        &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+        debug_assert_eq!(self.layout, Layout::Rows);
+        self.unit(r)
+    }
+}
+
+/// Packs one unit of `layout` (`src`: the unit's rows of ggml blocks, `cols` weights each;
+/// fewer than `layout.unit_rows()` for the last unit of a matrix) into `dst`
+/// (`unit_bytes()` bytes).
+pub fn pack_unit(ty: GgmlType, cols: usize, layout: Layout, src: &[u8], dst: &mut [u8]) {
+    match layout {
+        Layout::Rows => pack_row(ty, cols, src, dst),
+        Layout::Interleaved16 => super::interleaved::pack_unit(ty, cols, src, dst),
     }
 }
 
@@ -208,7 +297,7 @@ pub fn packed_row_bytes(ty: GgmlType, cols: usize) -> usize {
 
 /// Unsigned level of every weight of a row (see the module's table of kinds: Table kinds give
 /// the index, Byte gives level + 128), in element order, padded with zeros to whole chunks.
-fn row_levels(ty: GgmlType, src: &[u8], cols: usize) -> Vec<u8> {
+pub(crate) fn row_levels(ty: GgmlType, src: &[u8], cols: usize) -> Vec<u8> {
     let mut u = vec![0u8; cols.div_ceil(64) * 64];
     macro_rules! each {
         ($B:ty, |$b:ident| $levels:expr) => {{
@@ -354,7 +443,7 @@ fn min_of<B: MinOf>(b: &B) -> f16 {
     b.min_field()
 }
 
-fn get16(b: &[u8], i: usize) -> f32 {
+pub(crate) fn get16(b: &[u8], i: usize) -> f32 {
     f16_to_f32(f16::from_le_bytes([b[2 * i], b[2 * i + 1]]))
 }
 
@@ -368,6 +457,9 @@ pub(crate) fn unpack_row(
     scale: &mut [f32],
     bias: &mut [f32],
 ) {
+    if w.layout() == Layout::Interleaved16 {
+        return super::interleaved::unpack_row(w, r, u, scale, bias);
+    }
     let ty = w.ty();
     let g = geometry(ty);
     let row = w.row(r);

@@ -24,13 +24,16 @@
 
 #[cfg(target_arch = "x86_64")]
 mod drive;
+pub(crate) mod interleaved;
 mod layout;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx2;
+#[cfg(target_arch = "x86_64")]
+mod x86_i16;
 
-pub use layout::{pack_row, packed_row_bytes, PackedMatrix};
+pub use layout::{pack_row, pack_unit, packed_row_bytes, Layout, PackedMatrix};
 
 use crate::formats::*;
 use crate::{BlockFormat, GgmlType};
@@ -83,6 +86,11 @@ impl Kernels {
         Kernels::Reference
     }
 
+    /// Whether these kernels read [`Layout::Interleaved16`] (for the types it serves).
+    pub(crate) fn interleaves(self) -> bool {
+        self == Kernels::Avx512Vnni
+    }
+
     /// Whether this CPU runs these kernels.
     pub(crate) fn runs_here(self) -> bool {
         match self {
@@ -121,6 +129,8 @@ pub struct PackedActs {
     pub(crate) c32: Vec<f32>,
     /// scale * sum of levels, per 16 levels (Q8_K's `bsums`; Q6_K's offsets need them).
     pub(crate) c16: Vec<f32>,
+    /// -128 * sum of levels, per 32 levels: the offset term of interleaved kernels, in integers.
+    pub(crate) off32: Vec<i32>,
     /// The weight type these were quantized for.
     pub(crate) for_type: Option<GgmlType>,
     blocks: Vec<u32>,
@@ -187,6 +197,13 @@ impl PackedActs {
                 c16[1][0] = d * sum(16..32) as f32;
             }),
         }
+        // Padding levels are zero, so their terms are too.
+        self.off32.clear();
+        self.off32.extend(
+            self.q
+                .chunks_exact(32)
+                .map(|b| -128 * b.iter().map(|&v| v as i32).sum::<i32>()),
+        );
     }
 
     /// Quantizes every row to blocks of `A` (ggml's activation rounding), then hands each block
@@ -251,7 +268,45 @@ pub fn gemm(w: &PackedMatrix, rows: Range<usize>, a: &PackedActs, out: &mut [f32
     gemm_on(Kernels::best(), w, rows, a, out)
 }
 
-/// [`gemm`] on the given kernels; those this CPU cannot run fall back to [`gemm_ref`].
+/// The same products token-major: out[t * rows.len() + (r - rows.start)]. Native for
+/// [`Layout::Interleaved16`] (whose `rows.start` must then be a multiple of its 16 rows);
+/// other layouts go through [`gemm`] and a transpose.
+pub fn gemm_token_major(w: &PackedMatrix, rows: Range<usize>, a: &PackedActs, out: &mut [f32]) {
+    gemm_token_major_on(Kernels::best(), w, rows, a, out)
+}
+
+pub(crate) fn gemm_token_major_on(
+    k: Kernels,
+    w: &PackedMatrix,
+    rows: Range<usize>,
+    a: &PackedActs,
+    out: &mut [f32],
+) {
+    check(w, &rows, a, out);
+    let m = rows.len();
+    #[cfg(target_arch = "x86_64")]
+    if w.layout() == Layout::Interleaved16 && k.interleaves() && k.runs_here() {
+        assert!(
+            rows.start.is_multiple_of(interleaved::ROWS),
+            "interleaved rows start at a multiple of {}",
+            interleaved::ROWS
+        );
+        let s = x86_i16::Strides { tok: m, row: 1 };
+        // SAFETY: the CPU has the instructions; shapes were checked, `rows.start` is a unit
+        // boundary, and with these strides every write lands in `out` (t < n, i < m).
+        return unsafe { x86_i16::gemm(w, rows, a, out, s) };
+    }
+    let mut rm = vec![0f32; out.len()];
+    gemm_on(k, w, rows, a, &mut rm);
+    for (r, row) in rm.chunks_exact(a.n.max(1)).enumerate() {
+        for (t, &v) in row.iter().enumerate() {
+            out[t * m + r] = v;
+        }
+    }
+}
+
+/// [`gemm`] on the given kernels; those this CPU cannot run, or that do not read `w`'s
+/// layout, fall back to [`gemm_ref`].
 pub(crate) fn gemm_on(
     k: Kernels,
     w: &PackedMatrix,
@@ -261,6 +316,16 @@ pub(crate) fn gemm_on(
 ) {
     check(w, &rows, a, out);
     if !k.runs_here() {
+        return gemm_ref(w, rows, a, out);
+    }
+    if w.layout() == Layout::Interleaved16 {
+        #[cfg(target_arch = "x86_64")]
+        if k.interleaves() && rows.start.is_multiple_of(interleaved::ROWS) {
+            let s = x86_i16::Strides { tok: 1, row: a.n };
+            // SAFETY: as in `gemm_token_major_on`; with these strides the writes land at
+            // i * n + t < m * n.
+            return unsafe { x86_i16::gemm(w, rows, a, out, s) };
+        }
         return gemm_ref(w, rows, a, out);
     }
     match k {

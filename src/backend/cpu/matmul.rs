@@ -244,9 +244,16 @@ fn quantize_packed_acts(w: &PackedMatrix, x: &[f32], n: usize, s: &mut Scratch) 
     }
 }
 
-/// `out` (`[rows][n]`) = `w` times the activations, rows split over the threads in chunks of
-/// whole register tiles (12 rows), enough chunks to balance the threads; each chunk runs the
-/// register-tiled kernel over all tokens.
+/// Rows per chunk of a packed product split over `threads`: enough chunks to balance the
+/// threads, each whole register tiles (12 rows) or whole interleaved units (16 rows).
+fn rows_per_chunk(w: &PackedMatrix, threads: usize) -> usize {
+    let tile = if w.layout().token_major() { 16 } else { 12 };
+    w.rows().div_ceil(threads * 4).div_ceil(tile).max(1) * tile
+}
+
+/// `out` (`[rows][n]`, or `[n][rows]` when `n` is 1) = `w` times the activations, rows split
+/// over the threads in chunks ([`rows_per_chunk`]); each chunk runs the register-tiled kernel
+/// over all tokens.
 fn packed_rows_parallel(
     w: &PackedMatrix,
     acts: &PackedActs,
@@ -254,12 +261,46 @@ fn packed_rows_parallel(
     out: &mut [f32],
     threads: usize,
 ) {
-    let rows_per_chunk = w.rows().div_ceil(threads * 4).div_ceil(12).max(1) * 12;
+    let rows_per_chunk = rows_per_chunk(w, threads);
     out.par_chunks_mut(rows_per_chunk * n)
         .enumerate()
         .for_each(|(c, chunk)| {
             let start = c * rows_per_chunk;
             packed::gemm(w, start..start + chunk.len() / n, acts, chunk);
+        });
+}
+
+/// `y` (`[n][rows]`) = `w` times the activations for a layout whose kernels write token-major:
+/// each chunk of rows writes its `[n][chunk rows]` block of `buf`, then the blocks are copied
+/// into place by token (contiguous runs, no transpose).
+fn packed_token_major_parallel(
+    w: &PackedMatrix,
+    acts: &PackedActs,
+    n: usize,
+    y: &mut [f32],
+    buf: &mut Vec<f32>,
+    threads: usize,
+) {
+    let rows = w.rows();
+    let rpc = rows_per_chunk(w, threads);
+    let blocks = row_major_buffer(buf, n * rows);
+    blocks
+        .par_chunks_mut(rpc * n)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let start = c * rpc;
+            packed::gemm_token_major(w, start..start + chunk.len() / n, acts, chunk);
+        });
+    let blocks = &*blocks;
+    y[..n * rows]
+        .par_chunks_mut(rows)
+        .enumerate()
+        .for_each(|(t, yt)| {
+            for (c, dst) in yt.chunks_mut(rpc).enumerate() {
+                let m = dst.len();
+                let at = c * rpc * n + t * m;
+                dst.copy_from_slice(&blocks[at..at + m]);
+            }
         });
 }
 
@@ -274,12 +315,16 @@ fn packed_matmul(
 ) -> Result<()> {
     quantize_packed_acts(w, x, n, s);
     let rows = w.rows();
+    let threads = rayon::current_num_threads().max(1);
+    if n > 1 && w.layout().token_major() {
+        packed_token_major_parallel(w, &s.packed_acts, n, y, &mut s.transposed, threads);
+        return Ok(());
+    }
     let out: &mut [f32] = if n == 1 {
         y
     } else {
         row_major_buffer(&mut s.transposed, n * rows)
     };
-    let threads = rayon::current_num_threads().max(1);
     packed_rows_parallel(w, &s.packed_acts, n, out, threads);
     if n > 1 {
         transpose_into(&s.transposed[..n * rows], rows, n, y);
