@@ -1,22 +1,32 @@
 //! The interleaved layout ([`Layout::Interleaved16`]): sixteen rows woven together, so that one
 //! 512-bit register holds four consecutive weights of each of 16 rows, and one `vpdpbusd` with a
 //! broadcast of four activation bytes adds one product term to each of the 16 rows' dot
-//! products at once. Sums then stay in integer lanes for a whole 32-weight block, and the
-//! float work (one conversion, one scale product, one fused add per block and token) is shared
-//! by 16 rows instead of being paid per row. This is the layout of the row-wise VNNI GEMMs
-//! (oneDNN's, llama.cpp's repacked Q4_0); the file keeps ggml's blocks.
+//! products at once. Sums then stay in integer lanes for a whole block (or sub-block), and the
+//! float work (one conversion and one or two fused operations per block and token) is shared by
+//! 16 rows instead of being paid per row. This is the layout of the row-wise VNNI GEMMs
+//! (oneDNN's, llama.cpp's repacked Q4_0/Q4_K); the file keeps ggml's blocks.
 //!
-//! A unit is 16 rows (the last one of a matrix padded with zero rows). For every 32-weight
-//! block of the rows, in order:
+//! A unit is 16 rows (the last one of a matrix padded with zero rows), stored block after
+//! block; a block is 32 weights (Q4_0, Q8_0, IQ4_NL, NF4) or a 256-weight super-block
+//! (Q4_K, Q5_K, Q6_K), with the 16 rows' header fields side by side, then the levels:
 //!
-//! | part | bytes | content |
+//! | type | header | levels |
 //! |---|---|---|
-//! | scales | 32 | the 16 rows' f16 block scales (NF4: the scale of the 64-block holding it) |
-//! | levels, Q8_0 | 512 | for k-group g = 0..8: byte 4r + j = level of row r, element 4g + j, + 128 |
-//! | levels, 4-bit | 256 | for pair p = 0..4: byte 4r + j = element 8p + j (low nibble) and element 8p + 4 + j (high nibble) of row r |
+//! | Q4_0, IQ4_NL, NF4 | 16 f16 scales (NF4: its 64-block's) | 256 B: 4-bit, one sub-block of 32 |
+//! | Q4_1 | 16 f16 scales, 16 f16 minimums | 256 B: 4-bit |
+//! | Q5_0 | 16 f16 scales | 320 B: 4-bit, then 8 x u64 fifth bits |
+//! | Q5_1 | 16 f16 scales, 16 f16 minimums | 320 B: 4-bit, then 8 x u64 fifth bits |
+//! | Q8_0 | 16 f16 scales | 512 B: for k-group g: byte 4r + j = element 4g + j of row r, + 128 |
+//! | Q4_K | 16 f16 d, 16 f16 dmin, 8 x 16 u8 scales, 8 x 16 u8 minimums | 8 sub-blocks of 32, 4-bit |
+//! | Q5_K | as Q4_K | 8 sub-blocks of 32: 4-bit, then 8 x u64 fifth bits |
+//! | Q6_K | 16 f16 d, 16 x 16 i8 scales | 16 sub-blocks of 16: 4-bit, then 64 B two-bit tops |
 //!
-//! 4-bit levels are Q4_0's nibbles (offset 8) or indices into IQ4_NL's and NF4's tables of
-//! levels + 128; every level u stands for w = d * (u - offset) (NF4: d / 127 * (u - 128)).
+//! 4-bit levels of a sub-block: for pair p of k-groups, 64 bytes, byte 4r + j holds element
+//! 8p + j of row r in its low nibble and element 8p + 4 + j in its high one. Fifth bits: bit
+//! 4r + j of u64 g is element 4g + j's. Q6_K tops: byte 4r + j holds the top two bits of
+//! element 4g + j at bits 2g, g = 0..4. Levels are unsigned: Q4_0's nibbles (offset 8), indices
+//! into IQ4_NL's and NF4's tables of levels + 128, Q5_0's (offset 16), Q8_0 + 128, K-quants'
+//! own (Q6_K offset 32); Q4_1 and Q5_1 add their minimum instead of an offset.
 
 use super::layout::{get16, row_levels, Layout, PackedMatrix, IQ4NL_U8, NF4_U8};
 use crate::formats::{KVALUES_IQ4NL, NF4_LEVELS};
@@ -28,53 +38,140 @@ pub const ROWS: usize = 16;
 /// Whether `ty` has an interleaved layout.
 pub fn supports(ty: GgmlType) -> bool {
     use GgmlType::*;
-    matches!(ty, Q4_0 | Q8_0 | IQ4_NL | NF4)
+    matches!(
+        ty,
+        Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | IQ4_NL | NF4 | Q4_K | Q5_K | Q6_K
+    )
 }
 
-/// Bytes of levels per 32-weight block of a unit.
-pub(crate) fn level_bytes(ty: GgmlType) -> usize {
-    if ty == GgmlType::Q8_0 {
-        512
-    } else {
-        256
+/// Geometry of one type's interleaved blocks.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Woven {
+    /// Weights per block.
+    pub block: usize,
+    /// Header bytes per block.
+    pub header: usize,
+    /// Weights per sub-block (one scale).
+    pub sub: usize,
+    /// Level bytes per sub-block.
+    pub sub_bytes: usize,
+}
+
+impl Woven {
+    pub(crate) const fn of(ty: GgmlType) -> Woven {
+        const fn w(block: usize, header: usize, sub: usize, sub_bytes: usize) -> Woven {
+            Woven {
+                block,
+                header,
+                sub,
+                sub_bytes,
+            }
+        }
+        match ty {
+            GgmlType::Q8_0 => w(32, 32, 32, 512),
+            GgmlType::Q4_1 => w(32, 64, 32, 256),
+            GgmlType::Q5_0 => w(32, 32, 32, 320),
+            GgmlType::Q5_1 => w(32, 64, 32, 320),
+            GgmlType::Q4_K => w(256, 320, 32, 256),
+            GgmlType::Q5_K => w(256, 320, 32, 320),
+            GgmlType::Q6_K => w(256, 288, 16, 192),
+            _ => w(32, 32, 32, 256),
+        }
     }
-}
 
-/// Bytes per 32-weight block of a unit: scales, then levels.
-pub(crate) fn block_bytes(ty: GgmlType) -> usize {
-    32 + level_bytes(ty)
+    /// Bytes per block: header and levels.
+    pub(crate) const fn block_bytes(self) -> usize {
+        self.header + self.block / self.sub * self.sub_bytes
+    }
 }
 
 /// Bytes of one unit of rows of `cols` weights.
 pub fn unit_bytes(ty: GgmlType, cols: usize) -> usize {
-    cols / 32 * block_bytes(ty)
+    let g = Woven::of(ty);
+    cols / g.block * g.block_bytes()
 }
 
-/// The level offset: w = d * (u - offset).
+/// The level offset of the 32-weight types without a minimum: w = d * (u - offset).
 pub(crate) const fn offset(ty: GgmlType) -> i32 {
     match ty {
         GgmlType::Q4_0 => 8,
+        GgmlType::Q5_0 => 16,
+        GgmlType::Q4_1 | GgmlType::Q5_1 => 0,
         _ => 128,
     }
 }
 
-/// f16 scale bits of every 32-weight block of a ggml row.
-fn block_scales(ty: GgmlType, src: &[u8]) -> Vec<u16> {
+/// Whether a 32-weight type's header carries f16 minimums after its scales (w = d * u + m).
+pub(crate) const fn has_min(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1)
+}
+
+/// Whether levels carry a fifth bit.
+const fn has_fifth(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q5_K)
+}
+
+/// Writes row `r`'s header fields of one block: for the 32-weight types the f16 scale bits of
+/// block `b`; for K-quants their super-block `b`'s.
+fn put_header(ty: GgmlType, src: &[u8], b: usize, r: usize, hdr: &mut [u8]) {
     use crate::formats::*;
-    fn bits<B: bytemuck::Pod>(src: &[u8], d: impl Fn(&B) -> half::f16, per: usize) -> Vec<u16> {
-        let blocks: &[B] = bytemuck::cast_slice(src);
-        blocks
-            .iter()
-            .flat_map(|b| std::iter::repeat_n(d(b).to_bits(), per))
-            .collect()
+    let put16 = |hdr: &mut [u8], i: usize, v: half::f16| {
+        hdr[2 * i..2 * i + 2].copy_from_slice(&v.to_le_bytes())
+    };
+    fn d_of<B: bytemuck::Pod>(src: &[u8], b: usize, d: impl Fn(&B) -> half::f16) -> half::f16 {
+        d(&bytemuck::cast_slice::<u8, B>(src)[b])
     }
     match ty {
-        GgmlType::Q4_0 => bits::<BlockQ4_0>(src, |b| b.d, 1),
-        GgmlType::Q8_0 => bits::<BlockQ8_0>(src, |b| b.d, 1),
-        GgmlType::IQ4_NL => bits::<BlockIQ4NL>(src, |b| b.d, 1),
-        GgmlType::NF4 => bits::<BlockNF4>(src, |b| b.d, 2),
+        GgmlType::Q4_0 => put16(hdr, r, d_of::<BlockQ4_0>(src, b, |k| k.d)),
+        GgmlType::Q5_0 => put16(hdr, r, d_of::<BlockQ5_0>(src, b, |k| k.d)),
+        GgmlType::Q4_1 => {
+            put16(hdr, r, d_of::<BlockQ4_1>(src, b, |k| k.d));
+            put16(&mut hdr[32..], r, d_of::<BlockQ4_1>(src, b, |k| k.m));
+        }
+        GgmlType::Q5_1 => {
+            put16(hdr, r, d_of::<BlockQ5_1>(src, b, |k| k.d));
+            put16(&mut hdr[32..], r, d_of::<BlockQ5_1>(src, b, |k| k.m));
+        }
+        GgmlType::Q8_0 => put16(hdr, r, d_of::<BlockQ8_0>(src, b, |k| k.d)),
+        GgmlType::IQ4_NL => put16(hdr, r, d_of::<BlockIQ4NL>(src, b, |k| k.d)),
+        GgmlType::NF4 => {
+            // One NF4 block of 64 covers two 32-weight blocks.
+            let nf4: &[BlockNF4] = bytemuck::cast_slice(src);
+            put16(hdr, r, nf4[b / 2].d)
+        }
+        GgmlType::Q4_K | GgmlType::Q5_K => {
+            let (d, dmin, sc) = if ty == GgmlType::Q4_K {
+                let k = &bytemuck::cast_slice::<u8, BlockQ4K>(src)[b];
+                (k.d, k.dmin, k.scales)
+            } else {
+                let k = &bytemuck::cast_slice::<u8, BlockQ5K>(src)[b];
+                (k.d, k.dmin, k.scales)
+            };
+            put16(hdr, r, d);
+            put16(&mut hdr[32..], r, dmin);
+            for j in 0..8 {
+                let (s, m) = k_scale_min(j, &sc);
+                hdr[64 + 16 * j + r] = s;
+                hdr[192 + 16 * j + r] = m;
+            }
+        }
+        GgmlType::Q6_K => {
+            let k = &bytemuck::cast_slice::<u8, BlockQ6K>(src)[b];
+            put16(hdr, r, k.d);
+            for (s, &v) in k.scales.iter().enumerate() {
+                hdr[32 + 16 * s + r] = v as u8;
+            }
+        }
         other => panic!("{other} has no interleaved layout"),
     }
+}
+
+/// Byte and bit of element `e` (of a sub-block) of row `r` in the 4-bit part of the levels.
+fn nibble_at(e: usize, r: usize) -> (usize, u32) {
+    (
+        64 * (e / 8) + 4 * r + e % 4,
+        if (e / 4) % 2 == 1 { 4 } else { 0 },
+    )
 }
 
 /// Packs up to 16 rows of ggml blocks (`src`, `cols` weights each) into one unit (`dst`).
@@ -88,64 +185,92 @@ pub fn pack_unit(ty: GgmlType, cols: usize, src: &[u8], dst: &mut [u8]) {
         src.len()
     );
     dst.fill(0);
-    let (bb, lb) = (block_bytes(ty), level_bytes(ty));
+    let g = Woven::of(ty);
+    let bb = g.block_bytes();
     for (r, row) in src.chunks_exact(src_row).enumerate() {
         let u = row_levels(ty, row, cols);
-        let scales = block_scales(ty, row);
-        for (b, &d) in scales.iter().enumerate() {
+        for b in 0..cols / g.block {
             let blk = &mut dst[b * bb..(b + 1) * bb];
-            blk[2 * r..2 * r + 2].copy_from_slice(&d.to_le_bytes());
-            let levels = &mut blk[32..32 + lb];
-            let u = &u[32 * b..32 * b + 32];
-            for (e, &v) in u.iter().enumerate() {
-                let j = e % 4;
-                if ty == GgmlType::Q8_0 {
-                    levels[64 * (e / 4) + 4 * r + j] = v;
-                } else {
-                    let (p, high) = (e / 8, (e / 4) % 2 == 1);
-                    levels[64 * p + 4 * r + j] |= if high { v << 4 } else { v };
+            put_header(ty, row, b, r, &mut blk[..g.header]);
+            for (s, sub) in blk[g.header..].chunks_exact_mut(g.sub_bytes).enumerate() {
+                let first = b * g.block + s * g.sub;
+                for (e, &v) in u[first..first + g.sub].iter().enumerate() {
+                    if ty == GgmlType::Q8_0 {
+                        sub[64 * (e / 4) + 4 * r + e % 4] = v;
+                        continue;
+                    }
+                    let (at, shift) = nibble_at(e, r);
+                    sub[at] |= (v & 15) << shift;
+                    let bit = 4 * r + e % 4;
+                    if has_fifth(ty) {
+                        sub[256 + 8 * (e / 4) + bit / 8] |= ((v >> 4) & 1) << (bit % 8);
+                    } else if ty == GgmlType::Q6_K {
+                        sub[128 + bit] |= ((v >> 4) & 3) << (2 * (e / 4));
+                    }
                 }
             }
         }
     }
 }
 
-/// Row `r`'s stored levels (indices for the table types) and f16 scale of every 32 weights.
-fn stored_row(w: &PackedMatrix, r: usize) -> (Vec<u8>, Vec<f32>) {
+/// Row `r`'s levels as stored (indices for the table types), in element order.
+fn stored_levels(w: &PackedMatrix, r: usize) -> Vec<u8> {
     let ty = w.ty();
     assert!(r < w.rows(), "row {r} of {}", w.rows());
     let unit = w.unit(r / ROWS);
-    let (i, bb) = (r % ROWS, block_bytes(ty));
+    let i = r % ROWS;
+    let g = Woven::of(ty);
     let mut u = vec![0u8; w.cols()];
-    let mut d = vec![0f32; w.cols() / 32];
-    for (b, blk) in unit.chunks_exact(bb).enumerate() {
-        d[b] = get16(blk, i);
-        let levels = &blk[32..];
-        for e in 0..32 {
-            let j = e % 4;
-            u[32 * b + e] = if ty == GgmlType::Q8_0 {
-                levels[64 * (e / 4) + 4 * i + j]
-            } else {
-                let v = levels[64 * (e / 8) + 4 * i + j];
-                if (e / 4) % 2 == 1 {
-                    v >> 4
-                } else {
-                    v & 15
+    for (b, blk) in unit.chunks_exact(g.block_bytes()).enumerate() {
+        for (s, sub) in blk[g.header..].chunks_exact(g.sub_bytes).enumerate() {
+            let first = b * g.block + s * g.sub;
+            for (e, v) in u[first..first + g.sub].iter_mut().enumerate() {
+                if ty == GgmlType::Q8_0 {
+                    *v = sub[64 * (e / 4) + 4 * i + e % 4];
+                    continue;
                 }
-            };
+                let (at, shift) = nibble_at(e, i);
+                *v = (sub[at] >> shift) & 15;
+                let bit = 4 * i + e % 4;
+                if has_fifth(ty) {
+                    *v |= ((sub[256 + 8 * (e / 4) + bit / 8] >> (bit % 8)) & 1) << 4;
+                } else if ty == GgmlType::Q6_K {
+                    *v |= ((sub[128 + bit] >> (2 * (e / 4))) & 3) << 4;
+                }
+            }
         }
     }
-    (u, d)
+    u
 }
 
-/// Row `r` as floats: exactly ggml's dequantization of the original blocks.
+/// Row `r` as floats: exactly ggml's dequantization of the original blocks for the 32-weight
+/// types; K-quants go through `unpack_row`, as in the row layout.
 pub(crate) fn dequantize_row(w: &PackedMatrix, r: usize, out: &mut [f32]) {
-    let (u, d) = stored_row(w, r);
+    let ty = w.ty();
+    if Woven::of(ty).block == 256 {
+        let kp = w.cols();
+        let (mut u, mut scale, mut bias) =
+            (vec![0u8; kp], vec![0f32; kp / 16], vec![0f32; kp / 16]);
+        unpack_row(w, r, &mut u, &mut scale, &mut bias);
+        let q6 = ty == GgmlType::Q6_K;
+        for (i, o) in out.iter_mut().enumerate() {
+            let b = if q6 { bias[i / 16] } else { bias[i / 32] };
+            *o = scale[i / 16] * u[i] as f32 + b;
+        }
+        return;
+    }
+    let u = stored_levels(w, r);
+    let unit = w.unit(r / ROWS);
+    let bb = Woven::of(ty).block_bytes();
     for (i, o) in out.iter_mut().enumerate() {
-        let d = d[i / 32];
-        *o = match w.ty() {
+        let d = get16(&unit[i / 32 * bb..], r % ROWS);
+        *o = match ty {
             GgmlType::Q8_0 => (u[i] as i32 - 128) as f32 * d,
             GgmlType::Q4_0 => (u[i] as i32 - 8) as f32 * d,
+            GgmlType::Q5_0 => (u[i] as i32 - 16) as f32 * d,
+            GgmlType::Q4_1 | GgmlType::Q5_1 => {
+                u[i] as f32 * d + get16(&unit[i / 32 * bb + 32..], r % ROWS)
+            }
             GgmlType::IQ4_NL => d * KVALUES_IQ4NL[u[i] as usize] as f32,
             GgmlType::NF4 => d * NF4_LEVELS[u[i] as usize],
             other => panic!("{other} has no interleaved layout"),
@@ -154,7 +279,7 @@ pub(crate) fn dequantize_row(w: &PackedMatrix, r: usize, out: &mut [f32]) {
 }
 
 /// Row `r` as the kernels multiply it (see `layout::unpack_row`): levels, the scale of every
-/// 16 weights, the bias of every 32 (`-offset * scale`); zeros past the row.
+/// 16 weights, the bias of every 32 (Q6_K: of every 16); zeros past the row.
 pub(crate) fn unpack_row(
     w: &PackedMatrix,
     r: usize,
@@ -166,24 +291,51 @@ pub(crate) fn unpack_row(
     u.fill(0);
     scale.fill(0.0);
     bias.fill(0.0);
-    let (levels, d) = stored_row(w, r);
-    for (o, &v) in u.iter_mut().zip(&levels) {
+    for (o, &v) in u.iter_mut().zip(&stored_levels(w, r)) {
         *o = match ty {
             GgmlType::IQ4_NL => IQ4NL_U8[v as usize],
             GgmlType::NF4 => NF4_U8[v as usize],
             _ => v,
         };
     }
-    let off = offset(ty) as f32;
-    for (b, &d) in d.iter().enumerate() {
-        let a = if ty == GgmlType::NF4 {
-            d * (1.0 / 127.0)
-        } else {
-            d
-        };
-        scale[2 * b] = a;
-        scale[2 * b + 1] = a;
-        bias[b] = -off * a;
+    let unit = w.unit(r / ROWS);
+    let i = r % ROWS;
+    let g = Woven::of(ty);
+    for (b, blk) in unit.chunks_exact(g.block_bytes()).enumerate() {
+        match ty {
+            GgmlType::Q4_K | GgmlType::Q5_K => {
+                let (d, dmin) = (get16(blk, i), get16(&blk[32..], i));
+                for j in 0..8 {
+                    let a = d * blk[64 + 16 * j + i] as f32;
+                    scale[16 * b + 2 * j] = a;
+                    scale[16 * b + 2 * j + 1] = a;
+                    bias[8 * b + j] = -dmin * blk[192 + 16 * j + i] as f32;
+                }
+            }
+            GgmlType::Q6_K => {
+                let d = get16(blk, i);
+                for s in 0..16 {
+                    let a = d * (blk[32 + 16 * s + i] as i8) as f32;
+                    scale[16 * b + s] = a;
+                    bias[16 * b + s] = -32.0 * a;
+                }
+            }
+            _ => {
+                let d = get16(blk, i);
+                let a = if ty == GgmlType::NF4 {
+                    d * (1.0 / 127.0)
+                } else {
+                    d
+                };
+                scale[2 * b] = a;
+                scale[2 * b + 1] = a;
+                bias[b] = if has_min(ty) {
+                    get16(&blk[32..], i)
+                } else {
+                    -offset(ty) as f32 * a
+                };
+            }
+        }
     }
 }
 

@@ -131,6 +131,8 @@ pub struct PackedActs {
     pub(crate) c16: Vec<f32>,
     /// -128 * sum of levels, per 32 levels: the offset term of interleaved kernels, in integers.
     pub(crate) off32: Vec<i32>,
+    /// -sum of levels, per 16 levels (interleaved Q6_K's offset term, shifted).
+    pub(crate) off16: Vec<i32>,
     /// The weight type these were quantized for.
     pub(crate) for_type: Option<GgmlType>,
     blocks: Vec<u32>,
@@ -203,6 +205,12 @@ impl PackedActs {
             self.q
                 .chunks_exact(32)
                 .map(|b| -128 * b.iter().map(|&v| v as i32).sum::<i32>()),
+        );
+        self.off16.clear();
+        self.off16.extend(
+            self.q
+                .chunks_exact(16)
+                .map(|b| -b.iter().map(|&v| v as i32).sum::<i32>()),
         );
     }
 

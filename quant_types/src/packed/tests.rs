@@ -151,8 +151,13 @@ fn unsupported_types_are_refused() {
 #[test]
 fn interleaved_products_equal_the_reference() {
     use GgmlType::*;
-    for ty in [Q4_0, Q8_0, IQ4_NL, NF4] {
-        for (rows, cols) in [(16, 64), (7, 896), (37, 1024)] {
+    for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, NF4, Q4_K, Q5_K, Q6_K] {
+        let shapes = if ty.block_elems() == 256 {
+            [(16, 256), (7, 768), (37, 1024)]
+        } else {
+            [(16, 64), (7, 896), (37, 1024)]
+        };
+        for (rows, cols) in shapes {
             let wf = data(rows * cols, 5 + cols as u64);
             let rb = ty.row_bytes(cols).unwrap();
             let mut w = vec![0u8; rb * rows];
@@ -223,5 +228,5 @@ fn interleaved_products_equal_the_reference() {
             }
         }
     }
-    assert!(PackedMatrix::alloc_with(Q4_K, 16, 256, Layout::Interleaved16).is_none());
+    assert!(PackedMatrix::alloc_with(BF16, 16, 256, Layout::Interleaved16).is_none());
 }

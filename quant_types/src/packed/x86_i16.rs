@@ -1,12 +1,16 @@
 //! AVX-512 VNNI kernels over the interleaved layout (`super::interleaved`): a tile is one unit
 //! of 16 rows by T tokens. Per four weights of the 16 rows (one register of levels) and per
 //! token: one `vpdpbusd` with the token's four activation bytes broadcast from memory. Integer
-//! lanes hold whole 32-weight block sums, started at the levels' offset term
-//! (`-offset * sum(x)`); per block and token the float work is one conversion, one scale
-//! product and one fused add, for all 16 rows. Lanes are rows, so a tile's results are 16
-//! consecutive outputs of a token: token-major output needs no transpose.
+//! lanes hold whole sub-block sums (32 weights; Q6_K 16), started at the levels' offset term
+//! (`-offset * sum(x)`) where the type has one; per sub-block and token the float work is one
+//! conversion and one or two fused operations, for all 16 rows. K-quant minimums are one fused
+//! add per sub-block and token against the activations' sums. Lanes are rows, so a tile's
+//! results are 16 consecutive outputs of a token: token-major output needs no transpose.
 
-use super::interleaved::{block_bytes, level_bytes, offset, ROWS};
+// Tiles index several arrays (accumulators, activation pointers) by the same token.
+#![allow(clippy::needless_range_loop)]
+
+use super::interleaved::{offset, Woven, ROWS};
 use super::layout::{PackedMatrix, IQ4NL_U8, NF4_U8};
 use super::{token_block, PackedActs};
 use crate::GgmlType;
@@ -20,8 +24,8 @@ pub(super) struct Strides {
     pub row: usize,
 }
 
-/// One interleaved type, seen by the kernel.
-trait Woven {
+/// One interleaved 32-weight type, seen by the kernel.
+trait Blocks32 {
     const TY: GgmlType;
     /// 8-bit levels (Q8_0); else nibbles.
     const BYTES: bool;
@@ -29,26 +33,35 @@ trait Woven {
     const TABLE: Option<&'static [u8; 16]>;
     /// Factor of the stored scale (NF4's levels are int8 images: 1/127).
     const SCALE: f32;
-    /// log2 of the level offset.
+    /// log2 of the level offset (0: none; the type has minimums instead).
     const LOG2_OFFSET: u32;
+    /// Levels carry a fifth bit.
+    const FIFTH: bool;
 }
 
 macro_rules! woven {
-    ($name:ident, $ty:ident, $bytes:expr, $table:expr, $scale:expr) => {
+    ($name:ident, $ty:ident, $bytes:expr, $table:expr, $scale:expr, $fifth:expr) => {
         struct $name;
-        impl Woven for $name {
+        impl Blocks32 for $name {
             const TY: GgmlType = GgmlType::$ty;
             const BYTES: bool = $bytes;
             const TABLE: Option<&'static [u8; 16]> = $table;
             const SCALE: f32 = $scale;
-            const LOG2_OFFSET: u32 = offset(GgmlType::$ty).trailing_zeros();
+            const LOG2_OFFSET: u32 = match offset(GgmlType::$ty) {
+                0 => 0,
+                o => o.trailing_zeros(),
+            };
+            const FIFTH: bool = $fifth;
         }
     };
 }
-woven!(WQ4_0, Q4_0, false, None, 1.0);
-woven!(WQ8_0, Q8_0, true, None, 1.0);
-woven!(WIq4Nl, IQ4_NL, false, Some(&IQ4NL_U8), 1.0);
-woven!(WNf4, NF4, false, Some(&NF4_U8), 1.0 / 127.0);
+woven!(WQ4_0, Q4_0, false, None, 1.0, false);
+woven!(WQ4_1, Q4_1, false, None, 1.0, false);
+woven!(WQ5_0, Q5_0, false, None, 1.0, true);
+woven!(WQ5_1, Q5_1, false, None, 1.0, true);
+woven!(WQ8_0, Q8_0, true, None, 1.0, false);
+woven!(WIq4Nl, IQ4_NL, false, Some(&IQ4NL_U8), 1.0, false);
+woven!(WNf4, NF4, false, Some(&NF4_U8), 1.0 / 127.0, false);
 
 /// Four activation bytes at `p`, broadcast to the 16 lanes.
 #[inline(always)]
@@ -56,10 +69,21 @@ unsafe fn quad(p: *const i8) -> __m512i {
     _mm512_set1_epi32((p as *const i32).read_unaligned())
 }
 
-/// One tile: the unit at `u` (`nb` blocks) times activation rows `t0..t0+T`; lane i of
-/// result t is row i's product with token t0 + t.
+/// The 64 levels of a pair of k-groups (4-bit part): low nibbles, high nibbles.
 #[inline(always)]
-unsafe fn tile<W: Woven, const T: usize>(
+unsafe fn nibble_pair(p: *const u8) -> (__m512i, __m512i) {
+    let v = _mm512_loadu_si512(p as *const __m512i);
+    let m4 = _mm512_set1_epi8(0x0F);
+    (
+        _mm512_and_si512(v, m4),
+        _mm512_and_si512(_mm512_srli_epi16(v, 4), m4),
+    )
+}
+
+/// One tile of a 32-weight type: the unit at `u` (`nb` blocks) times activation rows
+/// `t0..t0+T`; lane i of result t is row i's product with token t0 + t.
+#[inline(always)]
+unsafe fn tile32<W: Blocks32, const T: usize>(
     u: *const u8,
     nb: usize,
     a: &PackedActs,
@@ -69,8 +93,9 @@ unsafe fn tile<W: Woven, const T: usize>(
     let q: [*const i8; T] = std::array::from_fn(|t| a.q.as_ptr().add((t0 + t) * kp));
     let s32: [*const f32; T] = std::array::from_fn(|t| a.s32.as_ptr().add((t0 + t) * kp / 32));
     let off: [*const i32; T] = std::array::from_fn(|t| a.off32.as_ptr().add((t0 + t) * kp / 32));
+    let c32: [*const f32; T] = std::array::from_fn(|t| a.c32.as_ptr().add((t0 + t) * kp / 32));
+    let fifth = _mm512_set1_epi8(0x10);
     let mut acc = [_mm512_setzero_ps(); T];
-    let m4 = _mm512_set1_epi8(0x0F);
     let table = match W::TABLE {
         Some(t) => _mm512_broadcast_i32x4(_mm_loadu_si128(t.as_ptr() as *const __m128i)),
         None => _mm512_setzero_si512(),
@@ -79,8 +104,7 @@ unsafe fn tile<W: Woven, const T: usize>(
         Some(_) => _mm512_shuffle_epi8(table, v),
         None => v,
     };
-    let bb = block_bytes(W::TY);
-    let lb = level_bytes(W::TY);
+    let bb = Woven::of(W::TY).block_bytes();
     for b in 0..nb {
         let blk = u.add(b * bb);
         if T == 1 {
@@ -94,15 +118,19 @@ unsafe fn tile<W: Woven, const T: usize>(
         // product with the signed levels, exactly. The activations carry -128 * sum(x).
         let ia0 = |t: usize| {
             let v = _mm512_set1_epi32(*off[t].add(b));
-            if W::LOG2_OFFSET == 7 {
-                v
-            } else {
-                debug_assert_eq!(W::LOG2_OFFSET, 3);
-                _mm512_srai_epi32::<4>(v)
+            match W::LOG2_OFFSET {
+                0 => _mm512_setzero_si512(),
+                3 => _mm512_srai_epi32::<4>(v),
+                4 => _mm512_srai_epi32::<3>(v),
+                _ => {
+                    debug_assert_eq!(W::LOG2_OFFSET, 7);
+                    v
+                }
             }
         };
         let mut ia: [__m512i; T] = std::array::from_fn(ia0);
-        let lv = blk.add(32);
+        let g = Woven::of(W::TY);
+        let lv = blk.add(g.header);
         let e = 32 * b;
         if W::BYTES {
             for g in 0..8 {
@@ -113,22 +141,229 @@ unsafe fn tile<W: Woven, const T: usize>(
             }
         } else {
             for p in 0..4 {
-                let v = _mm512_loadu_si512(lv.add(64 * p) as *const __m512i);
-                let lo = lookup(_mm512_and_si512(v, m4));
-                let hi = lookup(_mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
+                let (mut lo, mut hi) = nibble_pair(lv.add(64 * p));
+                if W::FIFTH {
+                    let bits = |k: usize| (lv.add(256 + 8 * k) as *const u64).read_unaligned();
+                    lo = _mm512_or_si512(lo, _mm512_maskz_mov_epi8(bits(2 * p), fifth));
+                    hi = _mm512_or_si512(hi, _mm512_maskz_mov_epi8(bits(2 * p + 1), fifth));
+                }
+                let (lo, hi) = (lookup(lo), lookup(hi));
                 for t in 0..T {
                     ia[t] = _mm512_dpbusd_epi32(ia[t], lo, quad(q[t].add(e + 8 * p)));
                     ia[t] = _mm512_dpbusd_epi32(ia[t], hi, quad(q[t].add(e + 8 * p + 4)));
                 }
             }
         }
-        debug_assert!(lb == 512 || !W::BYTES);
         for t in 0..T {
             let scale = _mm512_mul_ps(ws, _mm512_set1_ps(*s32[t].add(b)));
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[t]), scale, acc[t]);
         }
+        if W::LOG2_OFFSET == 0 {
+            // w = d * u + m: the minimums meet the activations' scaled sums.
+            let m = _mm512_cvtph_ps(_mm256_loadu_si256(blk.add(32) as *const __m256i));
+            for t in 0..T {
+                acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(*c32[t].add(b)), acc[t]);
+            }
+        }
     }
     acc
+}
+
+/// Per-token pointers into the activations of tokens `t0..t0+T`.
+struct ActRows<const T: usize> {
+    q: [*const i8; T],
+    s32: [*const f32; T],
+    c32: [*const f32; T],
+    off16: [*const i32; T],
+}
+
+impl<const T: usize> ActRows<T> {
+    #[inline(always)]
+    unsafe fn new(a: &PackedActs, t0: usize) -> Self {
+        let kp = a.kp;
+        ActRows {
+            q: std::array::from_fn(|t| a.q.as_ptr().add((t0 + t) * kp)),
+            s32: std::array::from_fn(|t| a.s32.as_ptr().add((t0 + t) * kp / 32)),
+            c32: std::array::from_fn(|t| a.c32.as_ptr().add((t0 + t) * kp / 32)),
+            off16: std::array::from_fn(|t| a.off16.as_ptr().add((t0 + t) * kp / 16)),
+        }
+    }
+}
+
+/// 16 u8 (or i8 with `SIGNED`) header values as floats.
+#[inline(always)]
+unsafe fn bytes_f32<const SIGNED: bool>(p: *const u8) -> __m512 {
+    let v = _mm_loadu_si128(p as *const __m128i);
+    _mm512_cvtepi32_ps(if SIGNED {
+        _mm512_cvtepi8_epi32(v)
+    } else {
+        _mm512_cvtepu8_epi32(v)
+    })
+}
+
+/// One tile of Q4_K (`Q5` false) or Q5_K: per super-block, sub-block sums times d * scale
+/// collect in `f` (the activation scale is the super-block's), minimums go straight to `acc`
+/// against the activations' per-32 sums (already scaled).
+#[inline(always)]
+unsafe fn tile_k<const Q5: bool, const T: usize>(
+    u: *const u8,
+    nb: usize,
+    a: &PackedActs,
+    t0: usize,
+) -> [__m512; T] {
+    let x = ActRows::<T>::new(a, t0);
+    let g = Woven::of(if Q5 { GgmlType::Q5_K } else { GgmlType::Q4_K });
+    let bb = g.block_bytes();
+    let mut acc = [_mm512_setzero_ps(); T];
+    let fifth = _mm512_set1_epi8(0x10);
+    for b in 0..nb {
+        let blk = u.add(b * bb);
+        if T == 1 {
+            prefetch(blk, bb);
+        }
+        let d = _mm512_cvtph_ps(_mm256_loadu_si256(blk as *const __m256i));
+        let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(blk.add(32) as *const __m256i));
+        let mut f = [_mm512_setzero_ps(); T];
+        for j in 0..8 {
+            let sc = _mm512_mul_ps(d, bytes_f32::<false>(blk.add(64 + 16 * j)));
+            let m = _mm512_mul_ps(dmin, bytes_f32::<false>(blk.add(192 + 16 * j)));
+            let lv = blk.add(g.header + j * g.sub_bytes);
+            let e = 256 * b + 32 * j;
+            let mut ia = [_mm512_setzero_si512(); T];
+            for p in 0..4 {
+                let (mut lo, mut hi) = nibble_pair(lv.add(64 * p));
+                if Q5 {
+                    let bits = |k: usize| (lv.add(256 + 8 * k) as *const u64).read_unaligned();
+                    lo = _mm512_or_si512(lo, _mm512_maskz_mov_epi8(bits(2 * p), fifth));
+                    hi = _mm512_or_si512(hi, _mm512_maskz_mov_epi8(bits(2 * p + 1), fifth));
+                }
+                for t in 0..T {
+                    ia[t] = _mm512_dpbusd_epi32(ia[t], lo, quad(x.q[t].add(e + 8 * p)));
+                    ia[t] = _mm512_dpbusd_epi32(ia[t], hi, quad(x.q[t].add(e + 8 * p + 4)));
+                }
+            }
+            for t in 0..T {
+                f[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[t]), sc, f[t]);
+                let c = _mm512_set1_ps(*x.c32[t].add(e / 32));
+                acc[t] = _mm512_fnmadd_ps(m, c, acc[t]);
+            }
+        }
+        for t in 0..T {
+            acc[t] = _mm512_fmadd_ps(f[t], _mm512_set1_ps(*x.s32[t].add(8 * b)), acc[t]);
+        }
+    }
+    acc
+}
+
+/// Two-bit tops of k-group `g` (0..4) of a Q6_K sub-block, moved to bits 4-5 of each byte.
+#[inline(always)]
+unsafe fn q6_tops(tops: __m512i, g: usize) -> __m512i {
+    let v = match g {
+        0 => _mm512_slli_epi16(tops, 4),
+        1 => _mm512_slli_epi16(tops, 2),
+        2 => tops,
+        _ => _mm512_srli_epi16(tops, 2),
+    };
+    _mm512_and_si512(v, _mm512_set1_epi8(0x30))
+}
+
+/// One tile of Q6_K: 16-weight sub-blocks with signed scales, levels offset by 32 (the integer
+/// lanes start at -32 * sum(x) of the sub-block).
+#[inline(always)]
+unsafe fn tile_q6<const T: usize>(
+    u: *const u8,
+    nb: usize,
+    a: &PackedActs,
+    t0: usize,
+) -> [__m512; T] {
+    let x = ActRows::<T>::new(a, t0);
+    let g = Woven::of(GgmlType::Q6_K);
+    let bb = g.block_bytes();
+    let mut acc = [_mm512_setzero_ps(); T];
+    for b in 0..nb {
+        let blk = u.add(b * bb);
+        if T == 1 {
+            prefetch(blk, bb);
+        }
+        let d = _mm512_cvtph_ps(_mm256_loadu_si256(blk as *const __m256i));
+        let mut f = [_mm512_setzero_ps(); T];
+        for s in 0..16 {
+            let sc = _mm512_mul_ps(d, bytes_f32::<true>(blk.add(32 + 16 * s)));
+            let lv = blk.add(g.header + s * g.sub_bytes);
+            let tops = _mm512_loadu_si512(lv.add(128) as *const __m512i);
+            let e = 256 * b + 16 * s;
+            let mut ia: [__m512i; T] = std::array::from_fn(|t| {
+                _mm512_slli_epi32::<5>(_mm512_set1_epi32(*x.off16[t].add(e / 16)))
+            });
+            for p in 0..2 {
+                let (lo, hi) = nibble_pair(lv.add(64 * p));
+                let lo = _mm512_or_si512(lo, q6_tops(tops, 2 * p));
+                let hi = _mm512_or_si512(hi, q6_tops(tops, 2 * p + 1));
+                for t in 0..T {
+                    ia[t] = _mm512_dpbusd_epi32(ia[t], lo, quad(x.q[t].add(e + 8 * p)));
+                    ia[t] = _mm512_dpbusd_epi32(ia[t], hi, quad(x.q[t].add(e + 8 * p + 4)));
+                }
+            }
+            for t in 0..T {
+                f[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[t]), sc, f[t]);
+            }
+        }
+        for t in 0..T {
+            acc[t] = _mm512_fmadd_ps(f[t], _mm512_set1_ps(*x.s32[t].add(8 * b)), acc[t]);
+        }
+    }
+    acc
+}
+
+/// A tile function of one interleaved type, for the driver.
+trait WovenTile {
+    const TY: GgmlType;
+    unsafe fn tile<const T: usize>(
+        u: *const u8,
+        nb: usize,
+        a: &PackedActs,
+        t0: usize,
+    ) -> [__m512; T];
+}
+
+struct B32<W>(std::marker::PhantomData<W>);
+impl<W: Blocks32> WovenTile for B32<W> {
+    const TY: GgmlType = W::TY;
+    #[inline(always)]
+    unsafe fn tile<const T: usize>(
+        u: *const u8,
+        nb: usize,
+        a: &PackedActs,
+        t0: usize,
+    ) -> [__m512; T] {
+        tile32::<W, T>(u, nb, a, t0)
+    }
+}
+struct KQuant<const Q5: bool>;
+impl<const Q5: bool> WovenTile for KQuant<Q5> {
+    const TY: GgmlType = if Q5 { GgmlType::Q5_K } else { GgmlType::Q4_K };
+    #[inline(always)]
+    unsafe fn tile<const T: usize>(
+        u: *const u8,
+        nb: usize,
+        a: &PackedActs,
+        t0: usize,
+    ) -> [__m512; T] {
+        tile_k::<Q5, T>(u, nb, a, t0)
+    }
+}
+struct Q6;
+impl WovenTile for Q6 {
+    const TY: GgmlType = GgmlType::Q6_K;
+    #[inline(always)]
+    unsafe fn tile<const T: usize>(
+        u: *const u8,
+        nb: usize,
+        a: &PackedActs,
+        t0: usize,
+    ) -> [__m512; T] {
+        tile_q6::<T>(u, nb, a, t0)
+    }
 }
 
 /// Decoding streams each unit once from DRAM: asks for the block `PREFETCH` bytes ahead of
@@ -174,12 +409,8 @@ unsafe fn store<const T: usize>(
     }
 }
 
-/// Tokens per tile when several come: 8 tiles keep 16 accumulators (8 integer, 8 float) in
-/// registers beside the levels.
-const T: usize = 8;
-
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
-unsafe fn gemm_typed<W: Woven>(
+unsafe fn gemm_typed<W: WovenTile, const T: usize>(
     w: &PackedMatrix,
     rows: Range<usize>,
     a: &PackedActs,
@@ -187,7 +418,7 @@ unsafe fn gemm_typed<W: Woven>(
     s: Strides,
 ) {
     let n = a.n;
-    let nb = w.cols() / 32;
+    let nb = w.cols() / Woven::of(W::TY).block;
     let block = token_block(a.kp, T);
     let units = rows.start / ROWS..rows.end.div_ceil(ROWS);
     let mut t_lo = 0;
@@ -199,15 +430,15 @@ unsafe fn gemm_typed<W: Woven>(
             let valid = (rows.end - ui * ROWS).min(ROWS);
             let mut t = t_lo;
             while t + T <= t_hi {
-                store(tile::<W, T>(u, nb, a, t), out, t, i0, valid, s);
+                store(W::tile::<T>(u, nb, a, t), out, t, i0, valid, s);
                 t += T;
             }
             if t + 4 <= t_hi {
-                store(tile::<W, 4>(u, nb, a, t), out, t, i0, valid, s);
+                store(W::tile::<4>(u, nb, a, t), out, t, i0, valid, s);
                 t += 4;
             }
             while t < t_hi {
-                store(tile::<W, 1>(u, nb, a, t), out, t, i0, valid, s);
+                store(W::tile::<1>(u, nb, a, t), out, t, i0, valid, s);
                 t += 1;
             }
         }
@@ -225,12 +456,21 @@ pub(super) unsafe fn gemm(
     out: &mut [f32],
     s: Strides,
 ) {
+    // Tokens per tile when several come: 8 keeps 16 accumulators of the 32-weight types (8
+    // integer, 8 float) in registers beside the levels; K-quants hold a third set (the
+    // super-block's sums), hence 6.
     debug_assert!(rows.start.is_multiple_of(ROWS));
     match w.ty() {
-        GgmlType::Q4_0 => gemm_typed::<WQ4_0>(w, rows, a, out, s),
-        GgmlType::Q8_0 => gemm_typed::<WQ8_0>(w, rows, a, out, s),
-        GgmlType::IQ4_NL => gemm_typed::<WIq4Nl>(w, rows, a, out, s),
-        GgmlType::NF4 => gemm_typed::<WNf4>(w, rows, a, out, s),
+        GgmlType::Q4_0 => gemm_typed::<B32<WQ4_0>, 8>(w, rows, a, out, s),
+        GgmlType::Q4_1 => gemm_typed::<B32<WQ4_1>, 8>(w, rows, a, out, s),
+        GgmlType::Q5_0 => gemm_typed::<B32<WQ5_0>, 8>(w, rows, a, out, s),
+        GgmlType::Q5_1 => gemm_typed::<B32<WQ5_1>, 8>(w, rows, a, out, s),
+        GgmlType::Q8_0 => gemm_typed::<B32<WQ8_0>, 8>(w, rows, a, out, s),
+        GgmlType::IQ4_NL => gemm_typed::<B32<WIq4Nl>, 8>(w, rows, a, out, s),
+        GgmlType::NF4 => gemm_typed::<B32<WNf4>, 8>(w, rows, a, out, s),
+        GgmlType::Q4_K => gemm_typed::<KQuant<false>, 6>(w, rows, a, out, s),
+        GgmlType::Q5_K => gemm_typed::<KQuant<true>, 6>(w, rows, a, out, s),
+        GgmlType::Q6_K => gemm_typed::<Q6, 6>(w, rows, a, out, s),
         other => unreachable!("{other} has no interleaved layout"),
     }
 }
