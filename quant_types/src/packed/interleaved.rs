@@ -194,21 +194,37 @@ pub fn pack_unit(ty: GgmlType, cols: usize, src: &[u8], dst: &mut [u8]) {
             put_header(ty, row, b, r, &mut blk[..g.header]);
             for (s, sub) in blk[g.header..].chunks_exact_mut(g.sub_bytes).enumerate() {
                 let first = b * g.block + s * g.sub;
-                for (e, &v) in u[first..first + g.sub].iter().enumerate() {
-                    if ty == GgmlType::Q8_0 {
-                        sub[64 * (e / 4) + 4 * r + e % 4] = v;
-                        continue;
-                    }
-                    let (at, shift) = nibble_at(e, r);
-                    sub[at] |= (v & 15) << shift;
-                    let bit = 4 * r + e % 4;
-                    if has_fifth(ty) {
-                        sub[256 + 8 * (e / 4) + bit / 8] |= ((v >> 4) & 1) << (bit % 8);
-                    } else if ty == GgmlType::Q6_K {
-                        sub[128 + bit] |= ((v >> 4) & 3) << (2 * (e / 4));
-                    }
-                }
+                weave_levels(ty, &u[first..first + g.sub], r, sub);
             }
+        }
+    }
+}
+
+/// Writes row `r`'s levels `lv` of one sub-block into its woven bytes `sub` (whose other rows'
+/// bits are left alone): a loop per k-group rather than per weight, since packing runs over
+/// every weight of the model at load.
+fn weave_levels(ty: GgmlType, lv: &[u8], r: usize, sub: &mut [u8]) {
+    if ty == GgmlType::Q8_0 {
+        for (kg, q) in lv.chunks_exact(4).enumerate() {
+            sub[64 * kg + 4 * r..64 * kg + 4 * r + 4].copy_from_slice(q);
+        }
+        return;
+    }
+    for (p, q) in lv.chunks_exact(8).enumerate() {
+        for j in 0..4 {
+            sub[64 * p + 4 * r + j] = (q[j] & 15) | (q[4 + j] & 15) << 4;
+        }
+    }
+    if has_fifth(ty) {
+        // Bits 4r..4r+4 of u64 kg: half of byte r / 2.
+        for (kg, q) in lv.chunks_exact(4).enumerate() {
+            let nib = (0..4).fold(0u8, |m, j| m | ((q[j] >> 4) & 1) << j);
+            sub[256 + 8 * kg + r / 2] |= nib << (4 * (r % 2));
+        }
+    } else if ty == GgmlType::Q6_K {
+        for j in 0..4 {
+            sub[128 + 4 * r + j] =
+                (0..4).fold(0u8, |m, kg| m | ((lv[4 * kg + j] >> 4) & 3) << (2 * kg));
         }
     }
 }

@@ -199,42 +199,29 @@ impl PackedActs {
                 c16[1][0] = d * sum(16..32) as f32;
             }),
         }
-        // Padding levels are zero, so their terms are too.
-        self.off32.clear();
-        self.off32.extend(
-            self.q
-                .chunks_exact(32)
-                .map(|b| -128 * b.iter().map(|&v| v as i32).sum::<i32>()),
-        );
-        self.off16.clear();
-        self.off16.extend(
-            self.q
-                .chunks_exact(16)
-                .map(|b| -b.iter().map(|&v| v as i32).sum::<i32>()),
-        );
     }
 
     /// Quantizes every row to blocks of `A` (ggml's activation rounding), then hands each block
-    /// to `unpack` with its slices of the packed arrays.
+    /// to `unpack` with its slices of the packed arrays, and sums each row's levels for the
+    /// interleaved kernels' offset terms. Rows run in parallel when several come (a prompt's
+    /// activations are megabytes; one thread quantizing them left the other idle).
     fn fill<A: BlockFormat>(
         &mut self,
         x: &[f32],
-        unpack: impl Fn(&A, &mut [i8], &mut [f32], &mut [f32], &mut [[f32; 1]]),
+        unpack: impl Fn(&A, &mut [i8], &mut [f32], &mut [f32], &mut [[f32; 1]]) + Sync,
     ) {
+        use rayon::prelude::*;
         let (cols, kp) = (self.cols, self.kp);
-        let per_row = cols / A::BLOCK_ELEMS;
-        let bytes = per_row * A::BLOCK_BYTES;
-        resize(&mut self.blocks, bytes.div_ceil(4), 0);
-        let e = A::BLOCK_ELEMS;
-        for t in 0..self.n {
-            let blocks: &mut [A] = bytemuck::cast_slice_mut(
-                &mut bytemuck::cast_slice_mut::<u32, u8>(&mut self.blocks)[..bytes],
-            );
-            A::quantize_act_row(&x[t * cols..(t + 1) * cols], blocks);
-            let q = &mut self.q[t * kp..(t + 1) * kp];
-            let s32 = &mut self.s32[t * kp / 32..(t + 1) * kp / 32];
-            let c32 = &mut self.c32[t * kp / 32..(t + 1) * kp / 32];
-            let c16 = &mut self.c16[t * kp / 16..(t + 1) * kp / 16];
+        resize(&mut self.off32, self.n * kp / 32, 0);
+        resize(&mut self.off16, self.n * kp / 16, 0);
+        let row = |blocks: &mut Vec<u32>, (x, q, s32, c32, c16, off32, off16): ActRow| {
+            let per_row = cols / A::BLOCK_ELEMS;
+            let bytes = per_row * A::BLOCK_BYTES;
+            resize(blocks, bytes.div_ceil(4), 0);
+            let e = A::BLOCK_ELEMS;
+            let blocks: &mut [A] =
+                bytemuck::cast_slice_mut(&mut bytemuck::cast_slice_mut::<u32, u8>(blocks)[..bytes]);
+            A::quantize_act_row(x, blocks);
             // Padding past `cols` stays zero: padded weights meet zero activations.
             q[cols..].fill(0);
             s32[cols / 32..].fill(0.0);
@@ -250,9 +237,53 @@ impl PackedActs {
                     &mut c16[i * e / 16..(i + 1) * e / 16],
                 );
             }
+            let sum = |b: &[i8]| b.iter().map(|&v| v as i32).sum::<i32>();
+            for (o, b) in off32.iter_mut().zip(q.chunks_exact(32)) {
+                *o = -128 * sum(b);
+            }
+            for (o, b) in off16.iter_mut().zip(q.chunks_exact(16)) {
+                *o = -sum(b);
+            }
+        };
+        if self.n > 1 {
+            (
+                x.par_chunks(cols),
+                self.q.par_chunks_mut(kp),
+                self.s32.par_chunks_mut(kp / 32),
+                self.c32.par_chunks_mut(kp / 32),
+                self.c16.par_chunks_mut(kp / 16),
+                self.off32.par_chunks_mut(kp / 32),
+                self.off16.par_chunks_mut(kp / 16),
+            )
+                .into_par_iter()
+                .for_each_init(Vec::new, row);
+        } else if self.n == 1 {
+            let mut blocks = std::mem::take(&mut self.blocks);
+            let one = (
+                x,
+                &mut self.q[..],
+                &mut self.s32[..],
+                &mut self.c32[..],
+                &mut self.c16[..],
+                &mut self.off32[..],
+                &mut self.off16[..],
+            );
+            row(&mut blocks, one);
+            self.blocks = blocks;
         }
     }
 }
+
+/// One activation row's input and its slices of [`PackedActs`]' arrays.
+type ActRow<'a> = (
+    &'a [f32],
+    &'a mut [i8],
+    &'a mut [f32],
+    &'a mut [f32],
+    &'a mut [f32],
+    &'a mut [i32],
+    &'a mut [i32],
+);
 
 fn resize<T: Copy>(v: &mut Vec<T>, n: usize, zero: T) {
     v.clear();
