@@ -9,7 +9,7 @@
 //! square root of the difference) and double the KL divergence between the two runtimes.
 
 use super::ops::softmax;
-use super::simd_f32;
+use super::simd_f32::{self, Tile, TILE};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -50,12 +50,67 @@ fn attend_one(
     simd_f32::weighted_sum(scores, v, stride, off, first, out);
 }
 
+/// Attention of `n` queries in tiles of [`TILE`] consecutive tokens (all heads of a tile on one
+/// thread, tiles in parallel); query t of head `head` attends to keys `keys(t)`.
+#[allow(clippy::too_many_arguments)]
+fn tiled(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    n: usize,
+    h: Heads,
+    scale: f32,
+    keys: impl Fn(usize) -> Range<usize> + Sync,
+    out: &mut [f32],
+) {
+    let group = h.n_head / h.n_head_kv;
+    let (qd, kvd, hd) = (h.q_dim(), h.kv_dim(), h.head_dim);
+    out[..n * qd]
+        .par_chunks_mut(TILE * qd)
+        .enumerate()
+        .for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(scratch, tile_out), (ti, rows)| {
+                let t0 = ti * TILE;
+                let tq = rows.len() / qd;
+                let ranges: [Range<usize>; TILE] =
+                    std::array::from_fn(|i| keys(t0 + i.min(tq - 1)));
+                tile_out.resize(tq * hd, 0.0);
+                for head in 0..h.n_head {
+                    let tile = Tile {
+                        q: &q[t0 * qd + head * hd..],
+                        q_stride: qd,
+                        k,
+                        v,
+                        stride: kvd,
+                        off: (head / group) * hd,
+                        ranges: &ranges[..tq],
+                        scale,
+                    };
+                    simd_f32::attend_tile(&tile, scratch, tile_out);
+                    for (i, o) in tile_out.chunks_exact(hd).enumerate() {
+                        rows[i * qd + head * hd..][..hd].copy_from_slice(o);
+                    }
+                }
+            },
+        );
+}
+
+/// Whether [`tiled`] serves `n` queries of heads `h`: a prompt rather than one token (a tile
+/// of one query would waste its lanes), and whole 16-value blocks per head.
+fn tiles_serve(n: usize, h: Heads) -> bool {
+    n >= TILE && h.head_dim.is_multiple_of(16)
+}
+
 /// Causal attention for `n` queries at positions `pos0..pos0+n`; `k` and `v` hold the cache
 /// rows of positions `0..pos0+n` (row-major, `kv_dim` each) in f32. Grouped-query heads share KV
 /// heads. Queries, scores, softmax and the weighted sum stay in f32, as in ggml's tiled CPU
 /// flash attention that llama.cpp runs on prompts.
 pub fn causal(q: &[f32], k: &[f32], v: &[f32], n: usize, pos0: usize, h: Heads, out: &mut [f32]) {
     let scale = 1.0 / (h.head_dim as f32).sqrt();
+    if tiles_serve(n, h) {
+        return tiled(q, k, v, n, h, scale, |t| 0..pos0 + t + 1, out);
+    }
     let group = h.n_head / h.n_head_kv;
     let (qd, kvd, hd) = (h.q_dim(), h.kv_dim(), h.head_dim);
     out[..n * qd]
@@ -82,6 +137,13 @@ pub fn bidirectional(
     out: &mut [f32],
 ) {
     let scale = 1.0 / (h.head_dim as f32).sqrt();
+    let keys = |t: usize| match window {
+        Some(w) => t.saturating_sub(w)..(t + w + 1).min(len),
+        None => 0..len,
+    };
+    if tiles_serve(len, h) {
+        return tiled(q, k, v, len, h, scale, keys, out);
+    }
     let group = h.n_head / h.n_head_kv;
     let (qd, kvd, hd) = (h.q_dim(), h.kv_dim(), h.head_dim);
     out[..len * qd]
@@ -90,11 +152,17 @@ pub fn bidirectional(
         .for_each_init(Vec::new, |scores, (i, o)| {
             let (t, head) = (i / h.n_head, i % h.n_head);
             let qv = &q[t * qd + head * hd..t * qd + (head + 1) * hd];
-            let keys = match window {
-                Some(w) => t.saturating_sub(w)..(t + w + 1).min(len),
-                None => 0..len,
-            };
-            attend_one(qv, k, v, kvd, (head / group) * hd, keys, scale, scores, o);
+            attend_one(
+                qv,
+                k,
+                v,
+                kvd,
+                (head / group) * hd,
+                keys(t),
+                scale,
+                scores,
+                o,
+            );
         });
 }
 
@@ -168,6 +236,50 @@ pub(crate) mod tests {
                 for (a, b) in got.iter().zip(&want) {
                     assert!((a - b).abs() < 1e-5, "window t{t} head{head}: {a} vs {b}");
                 }
+            }
+        }
+    }
+
+    /// Prompts run in tiles of 8 queries: whole and partial tiles, grouped-query heads, a cache
+    /// with earlier positions, windows that cut into a tile, two head sizes.
+    #[test]
+    fn tiles_match_naive() {
+        for (hd, n_head, n_head_kv) in [(64, 6, 2), (32, 4, 4)] {
+            let h = Heads {
+                n_head,
+                n_head_kv,
+                head_dim: hd,
+            };
+            assert!(tiles_serve(21, h));
+            let (pos0, n) = (3, 21);
+            let len = pos0 + n;
+            let q = data(n * h.q_dim(), 2);
+            let k = data(len * h.kv_dim(), 5);
+            let v = data(len * h.kv_dim(), 11);
+            let mut out = vec![0.0; n * h.q_dim()];
+            let check = |out: &[f32], keys: &dyn Fn(usize) -> Range<usize>, what: &str| {
+                for t in 0..n {
+                    for head in 0..n_head {
+                        let want = naive(&q, &k, &v, h, t, head, keys(t));
+                        let got = &out[t * h.q_dim() + head * hd..][..hd];
+                        for (a, b) in got.iter().zip(&want) {
+                            assert!(
+                                (a - b).abs() < 1e-5,
+                                "{what} hd{hd} t{t} head{head}: {a} vs {b}"
+                            );
+                        }
+                    }
+                }
+            };
+            causal(&q, &k, &v, n, pos0, h, &mut out);
+            check(&out, &|t| 0..pos0 + t + 1, "causal");
+            for window in [None, Some(3)] {
+                bidirectional(&q, &k, &v, n, window, h, &mut out);
+                let keys = |t: usize| match window {
+                    Some(w) => t.saturating_sub(w)..(t + w + 1).min(n),
+                    None => 0..n,
+                };
+                check(&out, &keys, "bidirectional");
             }
         }
     }

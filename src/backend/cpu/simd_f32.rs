@@ -64,6 +64,110 @@ fn weighted_sum_body<const FMA: bool>(
     }
 }
 
+/// Queries per tile of [`attend_tile`]: one 256-bit register of lanes.
+pub const TILE: usize = 8;
+
+#[inline(always)]
+fn fma<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        c + a * b
+    }
+}
+
+/// Inputs of one [`attend_tile`] call besides the output.
+pub struct Tile<'a> {
+    /// The tile's queries: row i at `q[i * q_stride..][..hd]`, i < `ranges.len()` <= TILE.
+    pub q: &'a [f32],
+    pub q_stride: usize,
+    /// Keys and values: position j at `k[j * stride + off..][..hd]` (same for `v`).
+    pub k: &'a [f32],
+    pub v: &'a [f32],
+    pub stride: usize,
+    pub off: usize,
+    /// Keys each query attends to.
+    pub ranges: &'a [Range<usize>],
+    pub scale: f32,
+}
+
+// Tiles index queries, lanes and accumulators by the same counters.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+fn attend_tile_body<const FMA: bool>(x: &Tile, scratch: &mut Vec<f32>, out: &mut [f32]) {
+    let tq = x.ranges.len();
+    let hd = out.len() / tq;
+    let lo = x.ranges.iter().map(|r| r.start).min().unwrap_or(0);
+    let hi = x.ranges.iter().map(|r| r.end).max().unwrap_or(0);
+    let l = hi - lo;
+    scratch.clear();
+    scratch.resize((hd + l) * TILE, 0.0);
+    let (qt, st) = scratch.split_at_mut(hd * TILE);
+    let qt: &mut [[f32; TILE]] = bytemuck::cast_slice_mut(qt);
+    let st: &mut [[f32; TILE]] = bytemuck::cast_slice_mut(st);
+    // Queries transposed: lane i of row d is query i's element d (lanes past tq stay zero).
+    for i in 0..tq {
+        for (d, &qd) in x.q[i * x.q_stride..][..hd].iter().enumerate() {
+            qt[d][i] = qd;
+        }
+    }
+    let key = |j: usize| &x.k[j * x.stride + x.off..][..hd];
+    // Scores, transposed: st[j][i] = q_i . k_(lo+j). Eight keys per pass keep eight
+    // independent accumulators of TILE lanes in flight.
+    let mut j = 0;
+    while j + 8 <= l {
+        let ks: [&[f32]; 8] = std::array::from_fn(|u| key(lo + j + u));
+        let mut acc = [[0f32; TILE]; 8];
+        for (d, qd) in qt.iter().enumerate() {
+            for u in 0..8 {
+                let kd = ks[u][d];
+                for i in 0..TILE {
+                    acc[u][i] = fma::<FMA>(qd[i], kd, acc[u][i]);
+                }
+            }
+        }
+        st[j..j + 8].copy_from_slice(&acc);
+        j += 8;
+    }
+    while j < l {
+        let kj = key(lo + j);
+        let mut acc = [0f32; TILE];
+        for (qd, &kd) in qt.iter().zip(kj) {
+            for i in 0..TILE {
+                acc[i] = fma::<FMA>(qd[i], kd, acc[i]);
+            }
+        }
+        st[j] = acc;
+        j += 1;
+    }
+    // Softmax per query over its own keys (others weigh 0); the division by the sum waits for
+    // the output.
+    let sum = softmax_lanes(x, lo, bytemuck::cast_slice_mut(st));
+    // Weighted sums: four queries by 16 values per pass (eight accumulators of 8 lanes).
+    let value = |j: usize| &x.v[j * x.stride + x.off..][..hd];
+    for i0 in (0..tq).step_by(4) {
+        for d0 in (0..hd).step_by(16) {
+            let mut acc = [[0f32; 16]; 4];
+            for (j, p) in st.iter().enumerate() {
+                let vj = &value(lo + j)[d0..d0 + 16];
+                for ii in 0..4 {
+                    let w = p[(i0 + ii) % TILE];
+                    for e in 0..16 {
+                        acc[ii][e] = fma::<FMA>(vj[e], w, acc[ii][e]);
+                    }
+                }
+            }
+            for ii in 0..4.min(tq - i0) {
+                let inv = 1.0 / sum[i0 + ii];
+                let o = &mut out[(i0 + ii) * hd + d0..][..16];
+                for e in 0..16 {
+                    o[e] = acc[ii][e] * inv;
+                }
+            }
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::*;
@@ -92,6 +196,195 @@ mod avx2 {
     ) {
         weighted_sum_body::<true>(p, v, stride, off, first, out)
     }
+
+    /// [`attend_tile_body`] written with intrinsics: the compiler kept the portable version's
+    /// accumulator arrays on the stack (128-bit moves), slower than one query at a time.
+    #[allow(clippy::needless_range_loop)]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn attend_tile(x: &Tile, scratch: &mut Vec<f32>, out: &mut [f32]) {
+        use core::arch::x86_64::*;
+        let tq = x.ranges.len();
+        let hd = out.len() / tq;
+        let lo = x.ranges.iter().map(|r| r.start).min().unwrap_or(0);
+        let hi = x.ranges.iter().map(|r| r.end).max().unwrap_or(0);
+        let l = hi - lo;
+        scratch.clear();
+        scratch.resize((hd + l) * TILE, 0.0);
+        let (qt, st) = scratch.split_at_mut(hd * TILE);
+        for i in 0..tq {
+            for (d, &qd) in x.q[i * x.q_stride..][..hd].iter().enumerate() {
+                qt[d * TILE + i] = qd;
+            }
+        }
+        // Every key and value row read below lies inside `k` / `v`: rows lo..hi, hd values
+        // from `off` (checked once here rather than per load).
+        assert!(x.k.len() >= (hi - 1) * x.stride + x.off + hd);
+        assert!(x.v.len() >= (hi - 1) * x.stride + x.off + hd);
+        let kp = |j: usize| x.k.as_ptr().add(j * x.stride + x.off);
+        let qp = qt.as_ptr();
+        let sp = st.as_mut_ptr();
+        let mut j = 0;
+        while j + 8 <= l {
+            let ks: [*const f32; 8] = std::array::from_fn(|u| kp(lo + j + u));
+            let mut acc = [_mm256_setzero_ps(); 8];
+            for d in 0..hd {
+                let qd = _mm256_loadu_ps(qp.add(d * TILE));
+                for u in 0..8 {
+                    acc[u] = _mm256_fmadd_ps(qd, _mm256_broadcast_ss(&*ks[u].add(d)), acc[u]);
+                }
+            }
+            for (u, a) in acc.iter().enumerate() {
+                _mm256_storeu_ps(sp.add((j + u) * TILE), *a);
+            }
+            j += 8;
+        }
+        while j < l {
+            let kj = kp(lo + j);
+            let mut acc = _mm256_setzero_ps();
+            for d in 0..hd {
+                let qd = _mm256_loadu_ps(qp.add(d * TILE));
+                acc = _mm256_fmadd_ps(qd, _mm256_broadcast_ss(&*kj.add(d)), acc);
+            }
+            _mm256_storeu_ps(sp.add(j * TILE), acc);
+            j += 1;
+        }
+        let sum = softmax_lanes_avx2(x, lo, st);
+        let vp = |j: usize| x.v.as_ptr().add(j * x.stride + x.off);
+        for i0 in (0..tq).step_by(4) {
+            for d0 in (0..hd).step_by(16) {
+                let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+                for j in 0..l {
+                    let v = vp(lo + j).add(d0);
+                    let (v0, v1) = (_mm256_loadu_ps(v), _mm256_loadu_ps(v.add(8)));
+                    for ii in 0..4 {
+                        let w = _mm256_broadcast_ss(&*sp.add(j * TILE + (i0 + ii) % TILE));
+                        acc[ii][0] = _mm256_fmadd_ps(v0, w, acc[ii][0]);
+                        acc[ii][1] = _mm256_fmadd_ps(v1, w, acc[ii][1]);
+                    }
+                }
+                for ii in 0..4.min(tq - i0) {
+                    let inv = _mm256_set1_ps(1.0 / sum[i0 + ii]);
+                    let o = out[(i0 + ii) * hd + d0..][..16].as_mut_ptr();
+                    _mm256_storeu_ps(o, _mm256_mul_ps(acc[ii][0], inv));
+                    _mm256_storeu_ps(o.add(8), _mm256_mul_ps(acc[ii][1], inv));
+                }
+            }
+        }
+    }
+}
+
+/// e^x per lane (x <= 88.7), within 2 ulp of `f32::exp` on the range softmax uses
+/// (x <= 0): the Cephes polynomial, with 2^n built in the exponent bits.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn exp256(x: core::arch::x86_64::__m256) -> core::arch::x86_64::__m256 {
+    use core::arch::x86_64::*;
+    let x = _mm256_max_ps(
+        _mm256_min_ps(x, _mm256_set1_ps(88.37626)),
+        _mm256_set1_ps(-87.33654),
+    );
+    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+        x,
+        _mm256_set1_ps(std::f32::consts::LOG2_E),
+    ));
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+    let mut p = _mm256_set1_ps(1.987_569_1e-4);
+    for c in [
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        0.166_666_65,
+        0.5,
+    ] {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+    }
+    let p = _mm256_fmadd_ps(
+        p,
+        _mm256_mul_ps(r, r),
+        _mm256_add_ps(r, _mm256_set1_ps(1.0)),
+    );
+    let e = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+        _mm256_cvtps_epi32(n),
+        _mm256_set1_epi32(127),
+    ));
+    _mm256_mul_ps(p, _mm256_castsi256_ps(e))
+}
+
+/// [`softmax_lanes`] across the lanes: one vector per key, each query's keys selected by
+/// comparing the key index with the lanes' ranges.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_lanes_avx2(x: &Tile, lo: usize, st: &mut [f32]) -> [f32; TILE] {
+    use core::arch::x86_64::*;
+    let rows = st.len() / TILE;
+    // Lanes without a query get the empty range 0..0.
+    let bound = |f: &dyn Fn(&Range<usize>) -> usize| {
+        let v: [i32; TILE] =
+            std::array::from_fn(|i| x.ranges.get(i).map_or(0, |r| (f(r) - lo) as i32));
+        _mm256_loadu_si256(v.as_ptr() as *const __m256i)
+    };
+    let (start, end) = (bound(&|r| r.start), bound(&|r| r.end));
+    let valid = |j: usize| {
+        let j = _mm256_set1_epi32(j as i32);
+        // start <= j < end
+        _mm256_castsi256_ps(_mm256_andnot_si256(
+            _mm256_cmpgt_epi32(start, j),
+            _mm256_cmpgt_epi32(end, j),
+        ))
+    };
+    let scale = _mm256_set1_ps(x.scale);
+    let ninf = _mm256_set1_ps(f32::NEG_INFINITY);
+    let p = st.as_mut_ptr();
+    assert_eq!(st.len(), rows * TILE);
+    let mut max = ninf;
+    for j in 0..rows {
+        let s = _mm256_blendv_ps(
+            ninf,
+            _mm256_mul_ps(_mm256_loadu_ps(p.add(j * TILE)), scale),
+            valid(j),
+        );
+        _mm256_storeu_ps(p.add(j * TILE), s);
+        max = _mm256_max_ps(max, s);
+    }
+    let mut sum = _mm256_setzero_ps();
+    for j in 0..rows {
+        let e = exp256(_mm256_sub_ps(_mm256_loadu_ps(p.add(j * TILE)), max));
+        let e = _mm256_and_ps(e, valid(j));
+        _mm256_storeu_ps(p.add(j * TILE), e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    let mut out = [0f32; TILE];
+    _mm256_storeu_ps(out.as_mut_ptr(), sum);
+    out
+}
+
+/// Softmax of each query's scores (lane i of `st`, keys `x.ranges[i]` from `lo`), in place
+/// and unnormalized: weights outside a query's keys become 0. Returns each query's sum.
+#[inline(always)]
+fn softmax_lanes(x: &Tile, lo: usize, st: &mut [f32]) -> [f32; TILE] {
+    let mut sum = [0f32; TILE];
+    let rows = st.len() / TILE;
+    for (i, r) in x.ranges.iter().enumerate() {
+        let keys = r.start - lo..r.end - lo;
+        let mut max = f32::NEG_INFINITY;
+        for j in keys.clone() {
+            let v = st[j * TILE + i] * x.scale;
+            st[j * TILE + i] = v;
+            max = max.max(v);
+        }
+        for j in (0..keys.start).chain(keys.end..rows) {
+            st[j * TILE + i] = 0.0;
+        }
+        let mut s = 0.0;
+        for j in keys {
+            let e = (st[j * TILE + i] - max).exp();
+            st[j * TILE + i] = e;
+            s += e;
+        }
+        sum[i] = s;
+    }
+    sum
 }
 
 fn has_avx2_fma() -> bool {
@@ -143,6 +436,32 @@ pub fn weighted_sum(
     weighted_sum_body::<false>(p, v, stride, off, first, out)
 }
 
+/// Attention of up to [`TILE`] queries of one head (see [`Tile`]): `out` gets their outputs,
+/// `hd` values each, one after the other. Keys and values are read once per tile instead of
+/// once per query, and every multiply-add is a full-width vector operation (lanes are the
+/// tile's queries for the scores, values for the weighted sums). `hd` must be a multiple of 16,
+/// and every range non-empty.
+pub fn attend_tile(x: &Tile, scratch: &mut Vec<f32>, out: &mut [f32]) {
+    let tq = x.ranges.len();
+    assert!((1..=TILE).contains(&tq), "{tq} queries in a tile");
+    let hd = out.len() / tq;
+    assert!(
+        hd.is_multiple_of(16) && out.len() == tq * hd,
+        "tile output of {}",
+        out.len()
+    );
+    assert!(
+        x.ranges.iter().all(|r| !r.is_empty()),
+        "a query without keys"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA; slicing checks every index.
+        return unsafe { avx2::attend_tile(x, scratch, out) };
+    }
+    attend_tile_body::<false>(x, scratch, out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,5 +489,57 @@ mod tests {
         for (x, y) in o1.iter().zip(&o2) {
             assert!((x - y).abs() < 1e-4, "{x} vs {y}");
         }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vector_exp_is_within_two_ulp_on_softmax_inputs() {
+        if !has_avx2_fma() {
+            return;
+        }
+        use core::arch::x86_64::*;
+        let mut worst = 0f32;
+        for k in 0..200_000 {
+            let x = -87.0 * k as f32 / 200_000.0;
+            // SAFETY: the CPU has AVX2 and FMA (checked above).
+            let got = unsafe {
+                let mut o = [0f32; 8];
+                _mm256_storeu_ps(o.as_mut_ptr(), exp256(_mm256_set1_ps(x)));
+                o[3]
+            };
+            let want = x.exp();
+            worst = worst.max((got - want).abs() / (want * f32::EPSILON));
+        }
+        assert!(worst <= 2.0, "worst error {worst} ulp");
+    }
+
+    /// The portable tile (ARM, old x86) against the one this CPU runs: a partial tile whose
+    /// queries attend to different key ranges.
+    #[test]
+    fn tile_simd_and_portable_agree() {
+        let f = |i: usize| ((i * 2654435761usize) % 1000) as f32 / 500.0 - 1.0;
+        let (hd, stride, len) = (32, 96, 40);
+        let q: Vec<f32> = (0..5 * stride).map(f).collect();
+        let k: Vec<f32> = (0..len * stride).map(|i| f(i + 3)).collect();
+        let v: Vec<f32> = (0..len * stride).map(|i| f(i + 7)).collect();
+        let ranges = [0..33, 2..34, 5..35, 30..40, 0..1];
+        let tile = Tile {
+            q: &q[32..],
+            q_stride: stride,
+            k: &k,
+            v: &v,
+            stride,
+            off: 64,
+            ranges: &ranges,
+            scale: 0.17,
+        };
+        let (mut a, mut b) = (vec![0.0; 5 * hd], vec![0.0; 5 * hd]);
+        attend_tile(&tile, &mut Vec::new(), &mut a);
+        attend_tile_body::<false>(&tile, &mut Vec::new(), &mut b);
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!((x - y).abs() < 1e-5, "{i}: {x} vs {y}");
+        }
+        // The last query sees one key: its output is that key's value.
+        assert!((b[4 * hd] - v[64]).abs() < 1e-6);
     }
 }
