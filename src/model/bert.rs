@@ -101,10 +101,10 @@ impl Bert {
             .and_then(Pooling::from_gguf)
             .unwrap_or(Pooling::Mean);
         Ok(Bert {
-            token_embd: l.mat("token_embd.weight", e, hp.n_vocab)?,
-            pos_embd: l.mat("position_embd.weight", e, hp.n_ctx)?,
+            token_embd: l.lookup_table("token_embd.weight", e, hp.n_vocab)?,
+            pos_embd: l.lookup_table("position_embd.weight", e, hp.n_ctx)?,
             type_embd: if n_types > 0 {
-                Some(l.mat("token_types.weight", e, n_types)?)
+                Some(l.lookup_table("token_types.weight", e, n_types)?)
             } else {
                 None
             },

@@ -129,7 +129,7 @@ impl ModernBert {
             None
         };
         Ok(ModernBert {
-            token_embd: l.mat("token_embd.weight", e, hp.n_vocab)?,
+            token_embd: l.lookup_table("token_embd.weight", e, hp.n_vocab)?,
             embd_norm: l.norm("token_embd_norm", e)?,
             layers,
             final_norm: l.norm("output_norm", e)?,

@@ -130,11 +130,15 @@ impl Qwen2 {
             eps: l.hp_f32(a, "attention.layer_norm_rms_epsilon")?,
         };
         let (e, kv, ff) = (hp.n_embd, hp.n_head_kv * hp.head_dim, hp.n_ff);
-        let token_embd = l.mat("token_embd.weight", e, hp.n_vocab)?;
-        let output = if l.has("output.weight") {
-            l.mat("output.weight", e, hp.n_vocab)?
+        // A tied vocabulary serves as the output head too: packed then; otherwise only looked up.
+        let (token_embd, output) = if l.has("output.weight") {
+            (
+                l.lookup_table("token_embd.weight", e, hp.n_vocab)?,
+                l.mat("output.weight", e, hp.n_vocab)?,
+            )
         } else {
-            token_embd.clone()
+            let t = l.mat("token_embd.weight", e, hp.n_vocab)?;
+            (t.clone(), t)
         };
         // Not with_capacity(n_layer): the count comes from the file, and each layer's
         // tensors are checked as it is loaded (a missing one ends the loop).

@@ -61,10 +61,22 @@ impl Mat {
         let src = f.tensor_data(&self.info);
         let src_unit = ty.row_bytes(cols).expect("validated") * m.unit_rows();
         let dst_unit = m.unit_bytes();
-        m.bytes_mut()
-            .par_chunks_exact_mut(dst_unit)
-            .zip(src.par_chunks(src_unit))
-            .for_each(|(dst, src)| packed::pack_unit(ty, cols, layout, src, dst));
+        // In slices of about 32 MiB of the file, each released once packed: the packed copy
+        // and the file's pages of a big matrix (a 272 MiB F16 embedding) never both stay
+        // resident, so peak memory grows by one slice, not by the matrix.
+        let units_per_slice = ((32 << 20) / src_unit.max(1)).max(1);
+        let slices = m
+            .bytes_mut()
+            .chunks_mut(units_per_slice * dst_unit)
+            .zip(src.chunks(units_per_slice * src_unit));
+        let mut done = 0;
+        for (dst, src) in slices {
+            dst.par_chunks_exact_mut(dst_unit)
+                .zip(src.par_chunks(src_unit))
+                .for_each(|(dst, src)| packed::pack_unit(ty, cols, layout, src, dst));
+            done += src.len();
+            f.release_part(&self.info, 0, done);
+        }
         f.release(&self.info);
         self.packed = Some(Arc::new(m));
     }
@@ -172,8 +184,21 @@ impl<'a> Loader<'a> {
         self.f.tensor(name).is_some()
     }
 
-    /// A matrix of `rows` x `cols` (GGUF dims `[cols, rows]`; a single row may be stored 1-D).
+    /// A matrix of `rows` x `cols` (GGUF dims `[cols, rows]`; a single row may be stored 1-D),
+    /// packed for the matrix kernels where they serve it.
     pub fn mat(&self, name: &str, cols: usize, rows: usize) -> Result<Mat> {
+        self.mat_packed_if(name, cols, rows, self.pack)
+    }
+
+    /// A table read only by rows (token and position embeddings that are not also an output
+    /// head): left in the file's blocks, so only the rows a prompt looks up are ever read. A
+    /// packed copy would read the whole table at load and hold it in memory (a 272 MiB F16
+    /// vocabulary of Qwen2.5-0.5B) for no product.
+    pub fn lookup_table(&self, name: &str, cols: usize, rows: usize) -> Result<Mat> {
+        self.mat_packed_if(name, cols, rows, false)
+    }
+
+    fn mat_packed_if(&self, name: &str, cols: usize, rows: usize, pack: bool) -> Result<Mat> {
         let info = self.info(name)?;
         let ok =
             info.dims == [cols as u64, rows as u64] || (rows == 1 && info.dims == [cols as u64]);
@@ -191,7 +216,7 @@ impl<'a> Loader<'a> {
             cols,
             packed: None,
         };
-        if self.pack {
+        if pack {
             m.pack(self.f);
         }
         Ok(m)

@@ -21,6 +21,8 @@
 //! | Q5_K | as Q4_K | 8 sub-blocks of 32: 4-bit, then 8 x u64 fifth bits |
 //! | Q6_K | 16 f16 d, 16 x 16 i8 scales | 16 sub-blocks of 16: 4-bit, then 64 B two-bit tops |
 //!
+//! | F16 | | for column k: the 16 rows' f16 weights (32 B) |
+//!
 //! 4-bit levels of a sub-block: for pair p of k-groups, 64 bytes, byte 4r + j holds element
 //! 8p + j of row r in its low nibble and element 8p + 4 + j in its high one. Fifth bits: bit
 //! 4r + j of u64 g is element 4g + j's. Q6_K tops: byte 4r + j holds the top two bits of
@@ -40,7 +42,7 @@ pub fn supports(ty: GgmlType) -> bool {
     use GgmlType::*;
     matches!(
         ty,
-        Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | IQ4_NL | NF4 | Q4_K | Q5_K | Q6_K
+        Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | IQ4_NL | NF4 | Q4_K | Q5_K | Q6_K | F16
     )
 }
 
@@ -87,6 +89,9 @@ impl Woven {
 
 /// Bytes of one unit of rows of `cols` weights.
 pub fn unit_bytes(ty: GgmlType, cols: usize) -> usize {
+    if ty == GgmlType::F16 {
+        return cols * 2 * ROWS;
+    }
     let g = Woven::of(ty);
     cols / g.block * g.block_bytes()
 }
@@ -185,6 +190,18 @@ pub fn pack_unit(ty: GgmlType, cols: usize, src: &[u8], dst: &mut [u8]) {
         src.len()
     );
     dst.fill(0);
+    if ty == GgmlType::F16 {
+        // Column k of the 16 rows: 16 f16 values side by side, one conversion to a register.
+        // Written in order, column by column (a gather of 16 reads per 32-byte store).
+        let rows: Vec<&[u8]> = src.chunks_exact(src_row).collect();
+        for (k, col) in dst.chunks_exact_mut(2 * ROWS).enumerate() {
+            for (r, row) in rows.iter().enumerate() {
+                col[2 * r] = row[2 * k];
+                col[2 * r + 1] = row[2 * k + 1];
+            }
+        }
+        return;
+    }
     let g = Woven::of(ty);
     let bb = g.block_bytes();
     for (r, row) in src.chunks_exact(src_row).enumerate() {
@@ -263,6 +280,13 @@ fn stored_levels(w: &PackedMatrix, r: usize) -> Vec<u8> {
 /// types; K-quants go through `unpack_row`, as in the row layout.
 pub(crate) fn dequantize_row(w: &PackedMatrix, r: usize, out: &mut [f32]) {
     let ty = w.ty();
+    if ty == GgmlType::F16 {
+        let unit = w.unit(r / ROWS);
+        for (k, o) in out.iter_mut().enumerate() {
+            *o = get16(&unit[32 * k..], r % ROWS);
+        }
+        return;
+    }
     if Woven::of(ty).block == 256 {
         let kp = w.cols();
         let (mut u, mut scale, mut bias) =
@@ -304,6 +328,7 @@ pub(crate) fn unpack_row(
     bias: &mut [f32],
 ) {
     let ty = w.ty();
+    assert!(ty != GgmlType::F16, "F16 has no levels");
     u.fill(0);
     scale.fill(0.0);
     bias.fill(0.0);

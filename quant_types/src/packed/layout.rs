@@ -184,6 +184,8 @@ impl PackedMatrix {
             return None;
         }
         let unit_bytes = match layout {
+            // F16 is woven only: its products are float, and a row layout would be the file's.
+            Layout::Rows if ty == GgmlType::F16 => return None,
             Layout::Rows => packed_row_bytes(ty, cols),
             Layout::Interleaved16 if super::interleaved::supports(ty) => {
                 super::interleaved::unit_bytes(ty, cols)

@@ -48,7 +48,7 @@ pub fn supports(ty: GgmlType) -> bool {
     use GgmlType::*;
     matches!(
         ty,
-        Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | IQ4_NL | NF4 | Q4_K | Q5_K | Q6_K
+        Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | IQ4_NL | NF4 | Q4_K | Q5_K | Q6_K | F16
     )
 }
 
@@ -133,6 +133,9 @@ pub struct PackedActs {
     pub(crate) off32: Vec<i32>,
     /// -sum of levels, per 16 levels (interleaved Q6_K's offset term, shifted).
     pub(crate) off16: Vec<i32>,
+    /// F16 weights: the activations as they are (f32, as `BlockF16::vec_dot` takes them; the
+    /// other arrays stay empty).
+    pub(crate) xf: Vec<f32>,
     /// The weight type these were quantized for.
     pub(crate) for_type: Option<GgmlType>,
     blocks: Vec<u32>,
@@ -159,6 +162,13 @@ impl PackedActs {
         self.cols = cols;
         self.kp = kp;
         self.for_type = Some(ty);
+        if ty == GgmlType::F16 {
+            resize(&mut self.xf, n * kp, 0.0);
+            for (dst, src) in self.xf.chunks_exact_mut(kp).zip(x.chunks_exact(cols)) {
+                dst[..cols].copy_from_slice(src);
+            }
+            return;
+        }
         resize(&mut self.q, n * kp, 0);
         resize(&mut self.s32, n * kp / 32, 0.0);
         resize(&mut self.c32, n * kp / 32, 0.0);
@@ -382,6 +392,17 @@ pub(crate) fn gemm_on(
 /// The same product in plain Rust over the packed layout.
 pub fn gemm_ref(w: &PackedMatrix, rows: Range<usize>, a: &PackedActs, out: &mut [f32]) {
     check(w, &rows, a, out);
+    if w.ty() == GgmlType::F16 {
+        let mut row = vec![0f32; a.cols];
+        for (ri, r) in rows.enumerate() {
+            w.dequantize_row(r, &mut row);
+            for t in 0..a.n {
+                let x = &a.xf[t * a.kp..t * a.kp + a.cols];
+                out[ri * a.n + t] = row.iter().zip(x).map(|(w, x)| w * x).sum();
+            }
+        }
+        return;
+    }
     let mut u = vec![0u8; a.kp];
     let mut scale = vec![0f32; a.kp / 16];
     let mut bias = vec![0f32; a.kp / 16];

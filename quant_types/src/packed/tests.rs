@@ -141,7 +141,9 @@ fn token_blocks_cover_every_token() {
 
 #[test]
 fn unsupported_types_are_refused() {
-    assert!(PackedMatrix::pack(GgmlType::F16, 1, 32, &[0u8; 64]).is_none());
+    assert!(PackedMatrix::pack(GgmlType::BF16, 1, 32, &[0u8; 64]).is_none());
+    // F16 is woven or left as the file has it.
+    assert!(PackedMatrix::alloc_with(GgmlType::F16, 1, 32, Layout::Rows).is_none());
     assert!(!supports(GgmlType::BF16));
 }
 
@@ -151,7 +153,9 @@ fn unsupported_types_are_refused() {
 #[test]
 fn interleaved_products_equal_the_reference() {
     use GgmlType::*;
-    for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, NF4, Q4_K, Q5_K, Q6_K] {
+    for ty in [
+        Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, NF4, Q4_K, Q5_K, Q6_K, F16,
+    ] {
         let shapes = if ty.block_elems() == 256 {
             [(16, 256), (7, 768), (37, 1024)]
         } else {
@@ -179,7 +183,8 @@ fn interleaved_products_equal_the_reference() {
             }
             let mut acts = PackedActs::default();
             acts.quantize(ty, &data(cols, 1), 1, cols);
-            let long = 2 * super::token_block(acts.kp, 8) + 13;
+            let act_bytes = if ty == F16 { 4 * acts.kp } else { acts.kp };
+            let long = 2 * super::token_block(act_bytes, 8) + 13;
             let ns: &[usize] = if rows == 37 {
                 &[1, 4, 13, long]
             } else {

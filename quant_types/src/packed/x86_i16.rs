@@ -315,6 +315,30 @@ unsafe fn tile_q6<const T: usize>(
     acc
 }
 
+/// One tile of F16 weights: per column, the 16 rows' weights converted once and one fused
+/// multiply-add per token with its activation broadcast (ggml's F16 product: f16 inputs, f32
+/// sums).
+#[inline(always)]
+unsafe fn tile_f16<const T: usize>(
+    u: *const u8,
+    cols: usize,
+    a: &PackedActs,
+    t0: usize,
+) -> [__m512; T] {
+    let x: [*const f32; T] = std::array::from_fn(|t| a.xf.as_ptr().add((t0 + t) * a.kp));
+    let mut acc = [_mm512_setzero_ps(); T];
+    for k in 0..cols {
+        let w = _mm512_cvtph_ps(_mm256_loadu_si256(u.add(32 * k) as *const __m256i));
+        if T == 1 && k % 2 == 0 {
+            _mm_prefetch(u.wrapping_add(32 * k + PREFETCH) as *const i8, _MM_HINT_T0);
+        }
+        for t in 0..T {
+            acc[t] = _mm512_fmadd_ps(w, _mm512_set1_ps(*x[t].add(k)), acc[t]);
+        }
+    }
+    acc
+}
+
 /// A tile function of one interleaved type, for the driver.
 trait WovenTile {
     const TY: GgmlType;
@@ -350,6 +374,19 @@ impl<const Q5: bool> WovenTile for KQuant<Q5> {
         t0: usize,
     ) -> [__m512; T] {
         tile_k::<Q5, T>(u, nb, a, t0)
+    }
+}
+struct F16;
+impl WovenTile for F16 {
+    const TY: GgmlType = GgmlType::F16;
+    #[inline(always)]
+    unsafe fn tile<const T: usize>(
+        u: *const u8,
+        nb: usize,
+        a: &PackedActs,
+        t0: usize,
+    ) -> [__m512; T] {
+        tile_f16::<T>(u, nb, a, t0)
     }
 }
 struct Q6;
@@ -418,8 +455,19 @@ unsafe fn gemm_typed<W: WovenTile, const T: usize>(
     s: Strides,
 ) {
     let n = a.n;
-    let nb = w.cols() / Woven::of(W::TY).block;
-    let block = token_block(a.kp, T);
+    // Blocks per row (F16: columns).
+    let nb = if W::TY == GgmlType::F16 {
+        w.cols()
+    } else {
+        w.cols() / Woven::of(W::TY).block
+    };
+    // Activation bytes per token: int8 levels, or floats for F16.
+    let act_bytes = if W::TY == GgmlType::F16 {
+        4 * a.kp
+    } else {
+        a.kp
+    };
+    let block = token_block(act_bytes, T);
     let units = rows.start / ROWS..rows.end.div_ceil(ROWS);
     let mut t_lo = 0;
     while t_lo < n {
@@ -471,6 +519,7 @@ pub(super) unsafe fn gemm(
         GgmlType::Q4_K => gemm_typed::<KQuant<false>, 6>(w, rows, a, out, s),
         GgmlType::Q5_K => gemm_typed::<KQuant<true>, 6>(w, rows, a, out, s),
         GgmlType::Q6_K => gemm_typed::<Q6, 6>(w, rows, a, out, s),
+        GgmlType::F16 => gemm_typed::<F16, 8>(w, rows, a, out, s),
         other => unreachable!("{other} has no interleaved layout"),
     }
 }

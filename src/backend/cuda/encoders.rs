@@ -193,7 +193,7 @@ impl GpuBert {
             .map_or(0, |t| t.dims.get(1).copied().unwrap_or(1) as usize);
         let n_labels = m.labels.len().max(1);
         Ok(GpuBert {
-            token_embd: l.mat("token_embd.weight", e, hp.n_vocab)?,
+            token_embd: l.lookup_table("token_embd.weight", e, hp.n_vocab)?,
             pos_embd: l.mat("position_embd.weight", e, hp.n_ctx)?,
             type_embd: if n_types > 0 {
                 Some(l.mat("token_types.weight", e, n_types)?)
@@ -368,7 +368,7 @@ impl GpuModernBert {
             None
         };
         Ok(GpuModernBert {
-            token_embd: l.mat("token_embd.weight", e, hp.n_vocab)?,
+            token_embd: l.lookup_table("token_embd.weight", e, hp.n_vocab)?,
             embd_norm: GNorm::load(g, &l, "token_embd_norm", e)?,
             layers,
             final_norm: GNorm::load(g, &l, "output_norm", e)?,
