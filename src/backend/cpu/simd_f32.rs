@@ -436,6 +436,13 @@ pub fn weighted_sum(
     weighted_sum_body::<false>(p, v, stride, off, first, out)
 }
 
+/// Whether [`attend_tile`] runs its SIMD version here (x86-64 with AVX2 and FMA). Elsewhere
+/// callers keep one query at a time: the portable tile is the tested reference, and the
+/// compiler keeps its accumulators on the stack (slower than the per-query loop on x86).
+pub fn tiles_fast() -> bool {
+    has_avx2_fma()
+}
+
 /// Attention of up to [`TILE`] queries of one head (see [`Tile`]): `out` gets their outputs,
 /// `hd` values each, one after the other. Keys and values are read once per tile instead of
 /// once per query, and every multiply-add is a full-width vector operation (lanes are the
