@@ -5,7 +5,8 @@
 //! - `gemv_dram/{type}`: one activation row against 64 MiB of weights in the shape of Qwen2.5-0.5B's
 //!   FFN up-projection (896 inputs per row): decode as it runs, streaming from DRAM, one thread.
 //! - `gemm/{type}`: 64 activation rows (prefill), billions of multiply-adds per second, for
-//!   `vec_dot` per (row, token) and for the packed kernel.
+//!   `vec_dot` per (row, token) and for the packed kernel: `packed` in the layout this CPU reads
+//!   fastest, and where that is the interleaved one, `packed-rows` in the row layout.
 //!
 //! cargo bench -p quant_types --bench packed
 
@@ -85,9 +86,24 @@ fn bench_type(c: &mut Criterion, ty: GgmlType) {
     let mut acts = PackedActs::default();
     acts.quantize(ty, &x, TOKENS, N);
     let mut out = vec![0f32; ROWS * TOKENS];
+    // Each layout in the output order its kernels write natively.
+    let token_major = m.layout().token_major();
     g.bench_function("packed", |b| {
-        b.iter(|| packed::gemm(black_box(&m), 0..ROWS, black_box(&acts), &mut out))
+        b.iter(|| {
+            if token_major {
+                packed::gemm_token_major(black_box(&m), 0..ROWS, black_box(&acts), &mut out)
+            } else {
+                packed::gemm(black_box(&m), 0..ROWS, black_box(&acts), &mut out)
+            }
+        })
     });
+    if m.layout() != packed::Layout::Rows {
+        if let Some(rows) = PackedMatrix::pack_with(ty, ROWS, N, &w, packed::Layout::Rows) {
+            g.bench_function("packed-rows", |b| {
+                b.iter(|| packed::gemm(black_box(&rows), 0..ROWS, black_box(&acts), &mut out))
+            });
+        }
+    }
     g.finish();
 }
 

@@ -130,14 +130,20 @@ impl Qwen2 {
             eps: l.hp_f32(a, "attention.layer_norm_rms_epsilon")?,
         };
         let (e, kv, ff) = (hp.n_embd, hp.n_head_kv * hp.head_dim, hp.n_ff);
-        // A tied vocabulary serves as the output head too: packed then; otherwise only looked up.
+        // A tied vocabulary serves as the output head too: packed then, unless the model is a
+        // classifier (its head is `cls.output`; the tied one then serves only an occasional
+        // `generate`, from the file's blocks). Otherwise the vocabulary is only looked up.
         let (token_embd, output) = if l.has("output.weight") {
             (
                 l.lookup_table("token_embd.weight", e, hp.n_vocab)?,
                 l.mat("output.weight", e, hp.n_vocab)?,
             )
         } else {
-            let t = l.mat("token_embd.weight", e, hp.n_vocab)?;
+            let t = if l.has("cls.output.weight") {
+                l.lookup_table("token_embd.weight", e, hp.n_vocab)?
+            } else {
+                l.mat("token_embd.weight", e, hp.n_vocab)?
+            };
             (t.clone(), t)
         };
         // Not with_capacity(n_layer): the count comes from the file, and each layer's

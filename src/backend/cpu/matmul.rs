@@ -304,6 +304,9 @@ fn packed_token_major_parallel(
         });
 }
 
+/// Tokens per pass of an F16 product over a batch (its float activations are copied per pass).
+const F16_TOKENS: usize = 512;
+
 /// The product on packed weights: activations quantized once, rows split over threads in
 /// chunks; each chunk runs the register-tiled kernel over all tokens.
 fn packed_matmul(
@@ -313,8 +316,20 @@ fn packed_matmul(
     y: &mut [f32],
     s: &mut Scratch,
 ) -> Result<()> {
-    quantize_packed_acts(w, x, n, s);
     let rows = w.rows();
+    if w.ty() == GgmlType::F16 && n > F16_TOKENS {
+        // F16 products take their activations as floats: a copy of a whole batch (32 x 128
+        // tokens x 4864 inputs) would add 80 MiB to peak memory. Token-major outputs make the
+        // blocks of tokens independent.
+        let cols = w.cols();
+        for t0 in (0..n).step_by(F16_TOKENS) {
+            let t1 = (t0 + F16_TOKENS).min(n);
+            let (xs, ys) = (&x[t0 * cols..t1 * cols], &mut y[t0 * rows..t1 * rows]);
+            packed_matmul(w, xs, t1 - t0, ys, s)?;
+        }
+        return Ok(());
+    }
+    quantize_packed_acts(w, x, n, s);
     let threads = rayon::current_num_threads().max(1);
     if n > 1 && w.layout().token_major() {
         packed_token_major_parallel(w, &s.packed_acts, n, y, &mut s.transposed, threads);
