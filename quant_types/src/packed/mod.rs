@@ -12,8 +12,12 @@
 //! activation levels; the `B` terms (offsets and minimums) are applied once per sub-block
 //! through the activation sums that ggml's activation blocks already carry.
 //!
-//! Kernels: AVX-512 VNNI (`x86.rs`) where present, else AVX2 + FMA + F16C (`x86_avx2.rs`, same
-//! layouts, `vpmaddubsw`), else none ([`available`] is false and callers keep ggml's blocks).
+//! Two layouts ([`Layout`]): rows (described above and in `layout.rs`), and 16 rows woven
+//! together (`interleaved.rs`), which CPUs with AVX-512 VNNI read (`x86_i16.rs`: one `vpdpbusd`
+//! serves 16 rows, block sums stay in integers, outputs come token-major; about 3x the row
+//! kernels' prefill throughput). Kernels on the row layout: AVX-512 VNNI (`x86.rs`), else AVX2 +
+//! FMA + F16C (`x86_avx2.rs`, `vpmaddubsw`), else none ([`available`] is false and callers keep
+//! ggml's blocks).
 //!
 //! Numerics: activations are quantized exactly as for [`crate::BlockFormat::vec_dot`] (the
 //! weight type's own activation format, ggml's rounding), and every sub-block product is exact
