@@ -78,7 +78,7 @@ pub struct ModelSpec {
 fn maker(name: &str) -> &'static str {
     match name {
         "qwen-sotu-cls" | "qwen-sotu-lm" | "minilm-sotu-cls" | "minilm-bbc-cls" => {
-            "tools/finetune/ (trained on the GPU machine, then `kit.py collect`; see tools/finetune/README.md)"
+            "tools/finetune/: trained on the GPU machine, then `kit.py collect`; see tools/finetune/README.md"
         }
         _ => "tools/fetch-models.sh",
     }
@@ -142,7 +142,7 @@ pub fn resolve_model(name: &str, models: &Path) -> Result<ModelSpec, String> {
         }
     }
     Err(format!(
-        "{name}: no model at {} (made by {}); skipped",
+        "{name}: no model at {}; skipped. Made by {}",
         dir.display(),
         maker(name)
     ))
