@@ -1,4 +1,4 @@
-//! The interleaved layout ([`Layout::Interleaved16`]): sixteen rows woven together, so that one
+//! The interleaved layout ([`Layout::Interleaved16`](super::Layout::Interleaved16)): sixteen rows woven together, so that one
 //! 512-bit register holds four consecutive weights of each of 16 rows, and one `vpdpbusd` with a
 //! broadcast of four activation bytes adds one product term to each of the 16 rows' dot
 //! products at once. Sums then stay in integer lanes for a whole block (or sub-block), and the
@@ -30,7 +30,7 @@
 //! into IQ4_NL's and NF4's tables of levels + 128, Q5_0's (offset 16), Q8_0 + 128, K-quants'
 //! own (Q6_K offset 32); Q4_1 and Q5_1 add their minimum instead of an offset.
 
-use super::layout::{get16, row_levels, Layout, PackedMatrix, IQ4NL_U8, NF4_U8};
+use super::layout::{get16, row_levels, PackedMatrix, IQ4NL_U8, NF4_U8};
 use crate::formats::{KVALUES_IQ4NL, NF4_LEVELS};
 use crate::GgmlType;
 
@@ -145,13 +145,7 @@ fn put_header(ty: GgmlType, src: &[u8], b: usize, r: usize, hdr: &mut [u8]) {
             put16(hdr, r, nf4[b / 2].d)
         }
         GgmlType::Q4_K | GgmlType::Q5_K => {
-            let (d, dmin, sc) = if ty == GgmlType::Q4_K {
-                let k = &bytemuck::cast_slice::<u8, BlockQ4K>(src)[b];
-                (k.d, k.dmin, k.scales)
-            } else {
-                let k = &bytemuck::cast_slice::<u8, BlockQ5K>(src)[b];
-                (k.d, k.dmin, k.scales)
-            };
+            let (d, dmin, sc) = super::layout::k_super_block_header(ty, src, b);
             put16(hdr, r, d);
             put16(&mut hdr[32..], r, dmin);
             for j in 0..8 {
@@ -276,26 +270,14 @@ fn stored_levels(w: &PackedMatrix, r: usize) -> Vec<u8> {
     u
 }
 
-/// Row `r` as floats: exactly ggml's dequantization of the original blocks for the 32-weight
-/// types; K-quants go through `unpack_row`, as in the row layout.
+/// Row `r` of a 32-weight type or F16 as floats: exactly ggml's dequantization of the original
+/// blocks (K-quants go through `unpack_row`, as in the row layout).
 pub(crate) fn dequantize_row(w: &PackedMatrix, r: usize, out: &mut [f32]) {
     let ty = w.ty();
     if ty == GgmlType::F16 {
         let unit = w.unit(r / ROWS);
         for (k, o) in out.iter_mut().enumerate() {
             *o = get16(&unit[32 * k..], r % ROWS);
-        }
-        return;
-    }
-    if Woven::of(ty).block == 256 {
-        let kp = w.cols();
-        let (mut u, mut scale, mut bias) =
-            (vec![0u8; kp], vec![0f32; kp / 16], vec![0f32; kp / 16]);
-        unpack_row(w, r, &mut u, &mut scale, &mut bias);
-        let q6 = ty == GgmlType::Q6_K;
-        for (i, o) in out.iter_mut().enumerate() {
-            let b = if q6 { bias[i / 16] } else { bias[i / 32] };
-            *o = scale[i / 16] * u[i] as f32 + b;
         }
         return;
     }
@@ -377,13 +359,5 @@ pub(crate) fn unpack_row(
                 };
             }
         }
-    }
-}
-
-impl Layout {
-    /// Whether products on this layout come out token-major natively (see
-    /// `super::gemm_token_major`).
-    pub fn token_major(self) -> bool {
-        self == Layout::Interleaved16
     }
 }

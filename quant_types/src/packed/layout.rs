@@ -105,6 +105,12 @@ pub enum Layout {
 }
 
 impl Layout {
+    /// Whether products on this layout come out token-major natively (see
+    /// `super::gemm_token_major`).
+    pub fn token_major(self) -> bool {
+        self == Layout::Interleaved16
+    }
+
     /// The layout this CPU's fastest kernels read for `ty`.
     pub fn best_for(ty: GgmlType) -> Layout {
         if super::interleaved::supports(ty) && super::Kernels::best().interleaves() {
@@ -213,7 +219,9 @@ impl PackedMatrix {
     /// gives for the original blocks (w = A * u + B is exact in f32 for every packed type).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         assert_eq!(out.len(), self.cols, "row length");
-        if self.layout == Layout::Interleaved16 {
+        // Interleaved 32-weight types and F16 read their floats back exactly from their own
+        // bytes; K-quants, in either layout, through `unpack_row` below.
+        if self.layout == Layout::Interleaved16 && self.ty.block_elems() != 256 {
             return super::interleaved::dequantize_row(self, r, out);
         }
         if self.ty == GgmlType::NF4 {
@@ -372,6 +380,17 @@ fn nibbles(lv: &[u8], out: &mut [u8]) {
     }
 }
 
+/// `d`, `dmin` and the packed scales of super-block `b` of a Q4_K or Q5_K row.
+pub(crate) fn k_super_block_header(ty: GgmlType, src: &[u8], b: usize) -> (f16, f16, [u8; 12]) {
+    if ty == GgmlType::Q4_K {
+        let k = &bytemuck::cast_slice::<u8, BlockQ4K>(src)[b];
+        (k.d, k.dmin, k.scales)
+    } else {
+        let k = &bytemuck::cast_slice::<u8, BlockQ5K>(src)[b];
+        (k.d, k.dmin, k.scales)
+    }
+}
+
 /// Writes the header of group `g` of a row from its ggml blocks.
 fn write_header(ty: GgmlType, src: &[u8], g: usize, hdr: &mut [u8]) {
     let put16 =
@@ -397,13 +416,7 @@ fn write_header(ty: GgmlType, src: &[u8], g: usize, hdr: &mut [u8]) {
         GgmlType::IQ4_NL => scales32!(BlockIQ4NL, false),
         GgmlType::NF4 => scales32!(BlockNF4, false),
         GgmlType::Q4_K | GgmlType::Q5_K => {
-            let (d, dmin, sc) = if ty == GgmlType::Q4_K {
-                let b = &bytemuck::cast_slice::<u8, BlockQ4K>(src)[g];
-                (b.d, b.dmin, b.scales)
-            } else {
-                let b = &bytemuck::cast_slice::<u8, BlockQ5K>(src)[g];
-                (b.d, b.dmin, b.scales)
-            };
+            let (d, dmin, sc) = k_super_block_header(ty, src, g);
             put16(hdr, 0, d);
             put16(hdr, 1, dmin);
             for j in 0..8 {

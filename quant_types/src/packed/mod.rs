@@ -337,17 +337,15 @@ pub(crate) fn gemm_token_major_on(
 ) {
     check(w, &rows, a, out);
     let m = rows.len();
-    #[cfg(target_arch = "x86_64")]
     if w.layout() == Layout::Interleaved16 && k.interleaves() && k.runs_here() {
         assert!(
             rows.start.is_multiple_of(interleaved::ROWS),
             "interleaved rows start at a multiple of {}",
             interleaved::ROWS
         );
-        let s = x86_i16::Strides { tok: m, row: 1 };
-        // SAFETY: the CPU has the instructions; shapes were checked, `rows.start` is a unit
-        // boundary, and with these strides every write lands in `out` (t < n, i < m).
-        return unsafe { x86_i16::gemm(w, rows, a, out, s) };
+    }
+    if woven(k, w, &rows, a, out, m, 1) {
+        return;
     }
     let mut rm = vec![0f32; out.len()];
     gemm_on(k, w, rows, a, &mut rm);
@@ -356,6 +354,36 @@ pub(crate) fn gemm_token_major_on(
             out[t * m + r] = v;
         }
     }
+}
+
+/// Runs the interleaved kernels, writing token t, row i of the range at
+/// `out[t * tok + i * row]`, when `w` is interleaved, `k` reads that layout and runs here, and
+/// `rows` starts at a unit; returns whether it did.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+fn woven(
+    k: Kernels,
+    w: &PackedMatrix,
+    rows: &Range<usize>,
+    a: &PackedActs,
+    out: &mut [f32],
+    tok: usize,
+    row: usize,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if w.layout() == Layout::Interleaved16
+        && k.interleaves()
+        && k.runs_here()
+        && rows.start.is_multiple_of(interleaved::ROWS)
+    {
+        // Both callers pass (rows.len(), 1) or (1, n): with t < n and i < rows.len() every
+        // write lands inside `out` (n * rows.len() values, checked by `check`).
+        debug_assert!((tok, row) == (rows.len(), 1) || (tok, row) == (1, a.n));
+        // SAFETY: the CPU has the instructions; shapes were checked, `rows.start` is a unit
+        // boundary, and the strides keep every write inside `out`.
+        unsafe { x86_i16::gemm(w, rows.clone(), a, out, x86_i16::Strides { tok, row }) };
+        return true;
+    }
+    false
 }
 
 /// [`gemm`] on the given kernels; those this CPU cannot run, or that do not read `w`'s
@@ -372,14 +400,10 @@ pub(crate) fn gemm_on(
         return gemm_ref(w, rows, a, out);
     }
     if w.layout() == Layout::Interleaved16 {
-        #[cfg(target_arch = "x86_64")]
-        if k.interleaves() && rows.start.is_multiple_of(interleaved::ROWS) {
-            let s = x86_i16::Strides { tok: 1, row: a.n };
-            // SAFETY: as in `gemm_token_major_on`; with these strides the writes land at
-            // i * n + t < m * n.
-            return unsafe { x86_i16::gemm(w, rows, a, out, s) };
+        if !woven(k, w, &rows, a, out, 1, a.n) {
+            gemm_ref(w, rows, a, out);
         }
-        return gemm_ref(w, rows, a, out);
+        return;
     }
     match k {
         #[cfg(target_arch = "x86_64")]

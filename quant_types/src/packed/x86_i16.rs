@@ -80,6 +80,29 @@ unsafe fn nibble_pair(p: *const u8) -> (__m512i, __m512i) {
     )
 }
 
+/// Per-token pointers into the activations of tokens `t0..t0+T`.
+struct ActRows<const T: usize> {
+    q: [*const i8; T],
+    s32: [*const f32; T],
+    c32: [*const f32; T],
+    off32: [*const i32; T],
+    off16: [*const i32; T],
+}
+
+impl<const T: usize> ActRows<T> {
+    #[inline(always)]
+    unsafe fn new(a: &PackedActs, t0: usize) -> Self {
+        let kp = a.kp;
+        ActRows {
+            q: std::array::from_fn(|t| a.q.as_ptr().add((t0 + t) * kp)),
+            s32: std::array::from_fn(|t| a.s32.as_ptr().add((t0 + t) * kp / 32)),
+            c32: std::array::from_fn(|t| a.c32.as_ptr().add((t0 + t) * kp / 32)),
+            off32: std::array::from_fn(|t| a.off32.as_ptr().add((t0 + t) * kp / 32)),
+            off16: std::array::from_fn(|t| a.off16.as_ptr().add((t0 + t) * kp / 16)),
+        }
+    }
+}
+
 /// One tile of a 32-weight type: the unit at `u` (`nb` blocks) times activation rows
 /// `t0..t0+T`; lane i of result t is row i's product with token t0 + t.
 #[inline(always)]
@@ -89,11 +112,7 @@ unsafe fn tile32<W: Blocks32, const T: usize>(
     a: &PackedActs,
     t0: usize,
 ) -> [__m512; T] {
-    let kp = a.kp;
-    let q: [*const i8; T] = std::array::from_fn(|t| a.q.as_ptr().add((t0 + t) * kp));
-    let s32: [*const f32; T] = std::array::from_fn(|t| a.s32.as_ptr().add((t0 + t) * kp / 32));
-    let off: [*const i32; T] = std::array::from_fn(|t| a.off32.as_ptr().add((t0 + t) * kp / 32));
-    let c32: [*const f32; T] = std::array::from_fn(|t| a.c32.as_ptr().add((t0 + t) * kp / 32));
+    let x = ActRows::<T>::new(a, t0);
     let fifth = _mm512_set1_epi8(0x10);
     let mut acc = [_mm512_setzero_ps(); T];
     let table = match W::TABLE {
@@ -117,7 +136,7 @@ unsafe fn tile32<W: Blocks32, const T: usize>(
         // Start every lane at the offset term, -offset * sum(x): the integer sum is then the
         // product with the signed levels, exactly. The activations carry -128 * sum(x).
         let ia0 = |t: usize| {
-            let v = _mm512_set1_epi32(*off[t].add(b));
+            let v = _mm512_set1_epi32(*x.off32[t].add(b));
             match W::LOG2_OFFSET {
                 0 => _mm512_setzero_si512(),
                 3 => _mm512_srai_epi32::<4>(v),
@@ -136,7 +155,7 @@ unsafe fn tile32<W: Blocks32, const T: usize>(
             for g in 0..8 {
                 let w = _mm512_loadu_si512(lv.add(64 * g) as *const __m512i);
                 for t in 0..T {
-                    ia[t] = _mm512_dpbusd_epi32(ia[t], w, quad(q[t].add(e + 4 * g)));
+                    ia[t] = _mm512_dpbusd_epi32(ia[t], w, quad(x.q[t].add(e + 4 * g)));
                 }
             }
         } else {
@@ -149,45 +168,24 @@ unsafe fn tile32<W: Blocks32, const T: usize>(
                 }
                 let (lo, hi) = (lookup(lo), lookup(hi));
                 for t in 0..T {
-                    ia[t] = _mm512_dpbusd_epi32(ia[t], lo, quad(q[t].add(e + 8 * p)));
-                    ia[t] = _mm512_dpbusd_epi32(ia[t], hi, quad(q[t].add(e + 8 * p + 4)));
+                    ia[t] = _mm512_dpbusd_epi32(ia[t], lo, quad(x.q[t].add(e + 8 * p)));
+                    ia[t] = _mm512_dpbusd_epi32(ia[t], hi, quad(x.q[t].add(e + 8 * p + 4)));
                 }
             }
         }
         for t in 0..T {
-            let scale = _mm512_mul_ps(ws, _mm512_set1_ps(*s32[t].add(b)));
+            let scale = _mm512_mul_ps(ws, _mm512_set1_ps(*x.s32[t].add(b)));
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[t]), scale, acc[t]);
         }
         if W::LOG2_OFFSET == 0 {
             // w = d * u + m: the minimums meet the activations' scaled sums.
             let m = _mm512_cvtph_ps(_mm256_loadu_si256(blk.add(32) as *const __m256i));
             for t in 0..T {
-                acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(*c32[t].add(b)), acc[t]);
+                acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(*x.c32[t].add(b)), acc[t]);
             }
         }
     }
     acc
-}
-
-/// Per-token pointers into the activations of tokens `t0..t0+T`.
-struct ActRows<const T: usize> {
-    q: [*const i8; T],
-    s32: [*const f32; T],
-    c32: [*const f32; T],
-    off16: [*const i32; T],
-}
-
-impl<const T: usize> ActRows<T> {
-    #[inline(always)]
-    unsafe fn new(a: &PackedActs, t0: usize) -> Self {
-        let kp = a.kp;
-        ActRows {
-            q: std::array::from_fn(|t| a.q.as_ptr().add((t0 + t) * kp)),
-            s32: std::array::from_fn(|t| a.s32.as_ptr().add((t0 + t) * kp / 32)),
-            c32: std::array::from_fn(|t| a.c32.as_ptr().add((t0 + t) * kp / 32)),
-            off16: std::array::from_fn(|t| a.off16.as_ptr().add((t0 + t) * kp / 16)),
-        }
-    }
 }
 
 /// 16 u8 (or i8 with `SIGNED`) header values as floats.
@@ -350,58 +348,37 @@ trait WovenTile {
     ) -> [__m512; T];
 }
 
+/// Implements [`WovenTile`] for `$ty` (with generics `$g`) by calling `$tile::<T>`.
+macro_rules! woven_tile {
+    ($ty:ty, [$($g:tt)*], $gg:expr, $tile:path) => {
+        impl<$($g)*> WovenTile for $ty {
+            const TY: GgmlType = $gg;
+            #[inline(always)]
+            unsafe fn tile<const T: usize>(
+                u: *const u8,
+                nb: usize,
+                a: &PackedActs,
+                t0: usize,
+            ) -> [__m512; T] {
+                $tile(u, nb, a, t0)
+            }
+        }
+    };
+}
+
 struct B32<W>(std::marker::PhantomData<W>);
-impl<W: Blocks32> WovenTile for B32<W> {
-    const TY: GgmlType = W::TY;
-    #[inline(always)]
-    unsafe fn tile<const T: usize>(
-        u: *const u8,
-        nb: usize,
-        a: &PackedActs,
-        t0: usize,
-    ) -> [__m512; T] {
-        tile32::<W, T>(u, nb, a, t0)
-    }
-}
+woven_tile!(B32<W>, [W: Blocks32], W::TY, tile32::<W, T>);
 struct KQuant<const Q5: bool>;
-impl<const Q5: bool> WovenTile for KQuant<Q5> {
-    const TY: GgmlType = if Q5 { GgmlType::Q5_K } else { GgmlType::Q4_K };
-    #[inline(always)]
-    unsafe fn tile<const T: usize>(
-        u: *const u8,
-        nb: usize,
-        a: &PackedActs,
-        t0: usize,
-    ) -> [__m512; T] {
-        tile_k::<Q5, T>(u, nb, a, t0)
-    }
-}
+woven_tile!(
+    KQuant<Q5>,
+    [const Q5: bool],
+    if Q5 { GgmlType::Q5_K } else { GgmlType::Q4_K },
+    tile_k::<Q5, T>
+);
 struct F16;
-impl WovenTile for F16 {
-    const TY: GgmlType = GgmlType::F16;
-    #[inline(always)]
-    unsafe fn tile<const T: usize>(
-        u: *const u8,
-        nb: usize,
-        a: &PackedActs,
-        t0: usize,
-    ) -> [__m512; T] {
-        tile_f16::<T>(u, nb, a, t0)
-    }
-}
+woven_tile!(F16, [], GgmlType::F16, tile_f16::<T>);
 struct Q6;
-impl WovenTile for Q6 {
-    const TY: GgmlType = GgmlType::Q6_K;
-    #[inline(always)]
-    unsafe fn tile<const T: usize>(
-        u: *const u8,
-        nb: usize,
-        a: &PackedActs,
-        t0: usize,
-    ) -> [__m512; T] {
-        tile_q6::<T>(u, nb, a, t0)
-    }
-}
+woven_tile!(Q6, [], GgmlType::Q6_K, tile_q6::<T>);
 
 /// Decoding streams each unit once from DRAM: asks for the block `PREFETCH` bytes ahead of
 /// `blk` (`bb` bytes), past the 4 KiB pages where the hardware prefetcher stops.

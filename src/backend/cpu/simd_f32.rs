@@ -91,26 +91,33 @@ pub struct Tile<'a> {
     pub scale: f32,
 }
 
+/// Sizes `scratch` for a tile of `hd`-value heads: the queries transposed (`hd` rows of TILE
+/// lanes, lane i of row d = query i's element d, lanes past the tile's queries zero), then one
+/// row of TILE scores per key of the union of the queries' ranges. Returns that union's first
+/// key and length.
+fn stage_tile(x: &Tile, hd: usize, scratch: &mut Vec<f32>) -> (usize, usize) {
+    let lo = x.ranges.iter().map(|r| r.start).min().unwrap_or(0);
+    let hi = x.ranges.iter().map(|r| r.end).max().unwrap_or(0);
+    scratch.clear();
+    scratch.resize((hd + hi - lo) * TILE, 0.0);
+    for (i, q) in x.q.chunks(x.q_stride).take(x.ranges.len()).enumerate() {
+        for (d, &qd) in q[..hd].iter().enumerate() {
+            scratch[d * TILE + i] = qd;
+        }
+    }
+    (lo, hi - lo)
+}
+
 // Tiles index queries, lanes and accumulators by the same counters.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
 fn attend_tile_body<const FMA: bool>(x: &Tile, scratch: &mut Vec<f32>, out: &mut [f32]) {
     let tq = x.ranges.len();
     let hd = out.len() / tq;
-    let lo = x.ranges.iter().map(|r| r.start).min().unwrap_or(0);
-    let hi = x.ranges.iter().map(|r| r.end).max().unwrap_or(0);
-    let l = hi - lo;
-    scratch.clear();
-    scratch.resize((hd + l) * TILE, 0.0);
+    let (lo, l) = stage_tile(x, hd, scratch);
     let (qt, st) = scratch.split_at_mut(hd * TILE);
     let qt: &mut [[f32; TILE]] = bytemuck::cast_slice_mut(qt);
     let st: &mut [[f32; TILE]] = bytemuck::cast_slice_mut(st);
-    // Queries transposed: lane i of row d is query i's element d (lanes past tq stay zero).
-    for i in 0..tq {
-        for (d, &qd) in x.q[i * x.q_stride..][..hd].iter().enumerate() {
-            qt[d][i] = qd;
-        }
-    }
     let key = |j: usize| &x.k[j * x.stride + x.off..][..hd];
     // Scores, transposed: st[j][i] = q_i . k_(lo+j). Eight keys per pass keep eight
     // independent accumulators of TILE lanes in flight.
@@ -205,17 +212,9 @@ mod avx2 {
         use core::arch::x86_64::*;
         let tq = x.ranges.len();
         let hd = out.len() / tq;
-        let lo = x.ranges.iter().map(|r| r.start).min().unwrap_or(0);
-        let hi = x.ranges.iter().map(|r| r.end).max().unwrap_or(0);
-        let l = hi - lo;
-        scratch.clear();
-        scratch.resize((hd + l) * TILE, 0.0);
+        let (lo, l) = stage_tile(x, hd, scratch);
+        let hi = lo + l;
         let (qt, st) = scratch.split_at_mut(hd * TILE);
-        for i in 0..tq {
-            for (d, &qd) in x.q[i * x.q_stride..][..hd].iter().enumerate() {
-                qt[d * TILE + i] = qd;
-            }
-        }
         // Every key and value row read below lies inside `k` / `v`: rows lo..hi, hd values
         // from `off` (checked once here rather than per load).
         assert!(x.k.len() >= (hi - 1) * x.stride + x.off + hd);
