@@ -7,10 +7,25 @@ use std::hint::black_box;
 use std::time::Instant;
 
 /// Bytes per second of reading `bytes` (rounded to 4 KiB) with the current rayon pool, best of
-/// `passes` passes after one warm-up pass that also faults the pages in.
-pub fn read_bandwidth(bytes: usize, passes: usize) -> f64 {
+/// `passes` passes after one warm-up pass that also faults the pages in. With `huge_pages`, the
+/// buffer comes from the same huge-page arena as packed weights (see
+/// `quant_types::packed::Arena`), so the probe reads memory as decoding does.
+pub fn read_bandwidth(bytes: usize, passes: usize, huge_pages: bool) -> f64 {
     let words = (bytes / 4096).max(1) * 512;
-    let buf: Vec<u64> = (0..words as u64).collect();
+    let arena = quant_types::packed::Arena::new();
+    let mut slice = huge_pages.then(|| arena.take(words * 8)).flatten();
+    let mut heap = Vec::new();
+    let buf: &mut [u64] = match &mut slice {
+        Some(s) => bytemuck::cast_slice_mut(s.bytes_mut()),
+        None => {
+            heap.resize(words, 0u64);
+            &mut heap
+        }
+    };
+    for (i, w) in buf.iter_mut().enumerate() {
+        *w = i as u64;
+    }
+    let buf = &*buf;
     let threads = rayon::current_num_threads().max(1);
     let per = words.div_ceil(threads);
     let pass = || {

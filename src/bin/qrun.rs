@@ -58,6 +58,10 @@ struct BandwidthArgs {
     /// Bytes of weights read per token: also print the decode roofline in tokens/s.
     #[arg(short, long)]
     model: Option<PathBuf>,
+    /// Read a buffer in 4 KiB pages instead of the transparent huge pages that packed weights
+    /// are loaded into (the difference is the cost of TLB misses).
+    #[arg(long)]
+    small_pages: bool,
     #[arg(long)]
     json: bool,
 }
@@ -304,7 +308,7 @@ fn run(cmd: Command) -> Result<()> {
 }
 
 fn bandwidth(a: BandwidthArgs) -> Result<()> {
-    let bps = qgguf::bench::bandwidth::read_bandwidth(a.mib << 20, 5);
+    let bps = qgguf::bench::bandwidth::read_bandwidth(a.mib << 20, 5, !a.small_pages);
     let threads = rayon::current_num_threads();
     // Decoding reads every tensor but the embedding table once per token (the table is read by
     // row; when the output head shares it, the head reads it whole).
@@ -317,12 +321,13 @@ fn bandwidth(a: BandwidthArgs) -> Result<()> {
         println!(
             "{}",
             json!({"threads": threads, "read_gbps": bps / 1e9, "bytes_per_token": per_token,
-                   "roofline_tps": roofline})
+                   "roofline_tps": roofline, "huge_pages": !a.small_pages})
         );
     } else {
         println!(
-            "read bandwidth with {threads} threads: {:.1} GB/s",
-            bps / 1e9
+            "read bandwidth with {threads} threads: {:.1} GB/s ({} pages)",
+            bps / 1e9,
+            if a.small_pages { "4 KiB" } else { "huge" }
         );
         if let (Some(b), Some(r)) = (per_token, roofline) {
             println!(

@@ -55,7 +55,7 @@ impl ModernBert {
 
     /// Loads with packed weights (`pack`, where the CPU has the kernels) or weights in place.
     pub fn load_with(f: &GgufFile, pack: bool) -> Result<ModernBert> {
-        let l = Loader { f, pack };
+        let l = Loader::new(f, pack);
         let a = "modern-bert";
         let n_embd = l.hp(a, "embedding_length")?;
         let n_head = l.hp(a, "attention.head_count")?;

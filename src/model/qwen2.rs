@@ -104,7 +104,7 @@ impl Qwen2 {
 
     /// Loads with packed weights (`pack`, where the CPU has the kernels) or weights in place.
     pub fn load_with(f: &GgufFile, pack: bool) -> Result<Qwen2> {
-        let l = Loader { f, pack };
+        let l = Loader::new(f, pack);
         let a = "qwen2";
         let n_embd = l.hp(a, "embedding_length")?;
         let n_head = l.hp(a, "attention.head_count")?;

@@ -5,7 +5,7 @@ use crate::backend::cpu::matmul::{self, Scratch, WeightView};
 use crate::backend::cpu::ops;
 use crate::gguf::{GgufFile, TensorInfo};
 use anyhow::{bail, Context, Result};
-use quant_types::packed::{self, Layout, PackedMatrix};
+use quant_types::packed::{self, Arena, Layout, PackedMatrix};
 use quant_types::{dynamic, GgmlType};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -44,7 +44,7 @@ impl Mat {
 
     /// Replaces the in-place weights by a packed copy when the CPU and type allow it and
     /// `QGGUF_NO_PACK` is unset, then releases the tensor's pages of the map.
-    fn pack(&mut self, f: &GgufFile) {
+    fn pack(&mut self, f: &GgufFile, arena: &Arena) {
         if !packed::available() || !packed::supports(self.ty) {
             return;
         }
@@ -54,7 +54,9 @@ impl Mat {
             Ok("rows") => Layout::Rows,
             _ => Layout::best_for(self.ty),
         };
-        let Some(mut m) = PackedMatrix::alloc_with(self.ty, self.rows, self.cols, layout) else {
+        let Some(mut m) =
+            PackedMatrix::alloc_in(Some(arena), self.ty, self.rows, self.cols, layout)
+        else {
             return;
         };
         let (ty, cols, layout) = (self.ty, self.cols, m.layout());
@@ -156,9 +158,19 @@ pub struct Loader<'a> {
     pub f: &'a GgufFile,
     /// Pack matrices for the CPU's packed kernels (see [`packing_enabled`]).
     pub pack: bool,
+    /// Where packed matrices live: one model's matrices one after another in huge pages.
+    arena: Arena,
 }
 
 impl<'a> Loader<'a> {
+    pub fn new(f: &'a GgufFile, pack: bool) -> Loader<'a> {
+        Loader {
+            f,
+            pack,
+            arena: Arena::new(),
+        }
+    }
+
     fn info(&self, name: &str) -> Result<&'a TensorInfo> {
         self.f.tensor(name).with_context(|| {
             format!(
@@ -217,7 +229,7 @@ impl<'a> Loader<'a> {
             packed: None,
         };
         if pack {
-            m.pack(self.f);
+            m.pack(self.f, &self.arena);
         }
         Ok(m)
     }

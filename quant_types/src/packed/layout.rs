@@ -22,6 +22,7 @@
 //! 48 + i at bit offsets 0, 2, 4 and 6. A last group may be short; rows are padded with zero
 //! blocks to whole chunks.
 
+use super::arena::{Arena, ArenaSlice};
 use crate::formats::*;
 use crate::fp::f16_to_f32;
 use crate::GgmlType;
@@ -138,7 +139,24 @@ pub struct PackedMatrix {
     cols: usize,
     layout: Layout,
     unit_bytes: usize,
-    data: Vec<u8>,
+    data: Storage,
+}
+
+/// Where a matrix's bytes live: its own heap allocation, or a slice of a model's huge-page
+/// arena.
+enum Storage {
+    Heap(Vec<u8>),
+    Arena(ArenaSlice),
+}
+
+impl Clone for Storage {
+    /// A copy on the heap (an arena slice is owned by one matrix).
+    fn clone(&self) -> Storage {
+        Storage::Heap(match self {
+            Storage::Heap(v) => v.clone(),
+            Storage::Arena(s) => s.bytes().to_vec(),
+        })
+    }
 }
 
 impl PackedMatrix {
@@ -167,7 +185,7 @@ impl PackedMatrix {
         );
         let ub = m.unit_bytes;
         let per_unit = src_row * layout.unit_rows();
-        for (dst, src) in m.data.chunks_exact_mut(ub).zip(src.chunks(per_unit)) {
+        for (dst, src) in m.bytes_mut().chunks_exact_mut(ub).zip(src.chunks(per_unit)) {
             pack_unit(ty, cols, layout, src, dst);
         }
         Some(m)
@@ -186,6 +204,17 @@ impl PackedMatrix {
         cols: usize,
         layout: Layout,
     ) -> Option<PackedMatrix> {
+        Self::alloc_in(None, ty, rows, cols, layout)
+    }
+
+    /// [`PackedMatrix::alloc_with`], its bytes taken from `arena` (huge pages) when given.
+    pub fn alloc_in(
+        arena: Option<&Arena>,
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        layout: Layout,
+    ) -> Option<PackedMatrix> {
         if !super::supports(ty) || cols == 0 || !cols.is_multiple_of(ty.block_elems()) {
             return None;
         }
@@ -199,20 +228,35 @@ impl PackedMatrix {
             Layout::Interleaved16 => return None,
         };
         let units = rows.div_ceil(layout.unit_rows());
+        let len = units * unit_bytes;
+        let data = match arena.and_then(|a| a.take(len)) {
+            Some(slice) => Storage::Arena(slice),
+            None => Storage::Heap(vec![0u8; len]),
+        };
         Some(PackedMatrix {
             ty,
             rows,
             cols,
             layout,
             unit_bytes,
-            data: vec![0u8; units * unit_bytes],
+            data,
         })
     }
 
     /// All packed bytes, units of `unit_bytes()`, to fill with [`pack_unit`] (in parallel, by
     /// chunks of `unit_bytes()`, from `unit_rows()` source rows each).
     pub fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut self.data
+        match &mut self.data {
+            Storage::Heap(v) => v,
+            Storage::Arena(s) => s.bytes_mut(),
+        }
+    }
+
+    fn data(&self) -> &[u8] {
+        match &self.data {
+            Storage::Heap(v) => v,
+            Storage::Arena(s) => s.bytes(),
+        }
     }
 
     /// Dequantizes row `r` into `out` (`cols()` floats): the same floats ggml's dequantizer
@@ -275,11 +319,11 @@ impl PackedMatrix {
     }
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.data.len()
+        self.data().len()
     }
     /// Packed unit `i` (row `i` in [`Layout::Rows`]).
     pub(crate) fn unit(&self, i: usize) -> &[u8] {
-        &self.data[i * self.unit_bytes..(i + 1) * self.unit_bytes]
+        &self.data()[i * self.unit_bytes..(i + 1) * self.unit_bytes]
     }
     pub(crate) fn row(&self, r: usize) -> &[u8] {
         debug_assert_eq!(self.layout, Layout::Rows);

@@ -26,6 +26,7 @@
 //! [`gemm_ref`] is a plain-Rust implementation over the packed layout: the reference the SIMD
 //! kernels are tested against, and the proof that packing loses nothing.
 
+mod arena;
 #[cfg(target_arch = "x86_64")]
 mod drive;
 pub(crate) mod interleaved;
@@ -37,6 +38,7 @@ mod x86_avx2;
 #[cfg(target_arch = "x86_64")]
 mod x86_i16;
 
+pub use arena::{Arena, ArenaSlice};
 pub use layout::{pack_row, pack_unit, packed_row_bytes, Layout, PackedMatrix};
 
 use crate::formats::*;

@@ -11,6 +11,8 @@
 use super::ops::softmax;
 use super::simd_f32::{self, Tile, TILE};
 use rayon::prelude::*;
+
+use super::team;
 use std::ops::Range;
 
 /// Shapes of one attention call.
@@ -114,15 +116,23 @@ pub fn causal(q: &[f32], k: &[f32], v: &[f32], n: usize, pos0: usize, h: Heads, 
     }
     let group = h.n_head / h.n_head_kv;
     let (qd, kvd, hd) = (h.q_dim(), h.kv_dim(), h.head_dim);
+    let head_out = |scores: &mut Vec<f32>, (i, o): (usize, &mut [f32])| {
+        let (t, head) = (i / h.n_head, i % h.n_head);
+        let qv = &q[t * qd + head * hd..t * qd + (head + 1) * hd];
+        let keys = 0..pos0 + t + 1;
+        attend_one(qv, k, v, kvd, (head / group) * hd, keys, scale, scores, o);
+    };
+    // A decoded token's heads go to the decoding team, which spins between the token's
+    // products; waking rayon's sleeping worker for them would cost more than a head.
+    if let (1, Some(team)) = (n, team::global()) {
+        let heads = out[..qd].chunks_mut(hd).enumerate().collect();
+        team.for_each(heads, |head| head_out(&mut Vec::new(), head));
+        return;
+    }
     out[..n * qd]
         .par_chunks_mut(hd)
         .enumerate()
-        .for_each_init(Vec::new, |scores, (i, o)| {
-            let (t, head) = (i / h.n_head, i % h.n_head);
-            let qv = &q[t * qd + head * hd..t * qd + (head + 1) * hd];
-            let keys = 0..pos0 + t + 1;
-            attend_one(qv, k, v, kvd, (head / group) * hd, keys, scale, scores, o);
-        });
+        .for_each_init(Vec::new, head_out);
 }
 
 /// Bidirectional attention within one sequence of `len` positions (packed batches have no

@@ -170,7 +170,7 @@ pub struct GpuBert {
 
 impl GpuBert {
     pub fn load(g: &Gpu, f: &GgufFile, m: &Bert) -> Result<GpuBert> {
-        let l = Loader { f, pack: false };
+        let l = Loader::new(f, false);
         let hp = m.hp.clone();
         let (e, ff) = (hp.n_embd, hp.n_ff);
         check_heads(f, e / hp.n_head)?;
@@ -338,7 +338,7 @@ pub struct GpuModernBert {
 
 impl GpuModernBert {
     pub fn load(g: &Gpu, f: &GgufFile, m: &ModernBert) -> Result<GpuModernBert> {
-        let l = Loader { f, pack: false };
+        let l = Loader::new(f, false);
         let hp = m.hp.clone();
         let (e, ff) = (hp.n_embd, hp.n_ff);
         check_heads(f, e / hp.n_head)?;

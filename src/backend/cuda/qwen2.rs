@@ -74,7 +74,7 @@ impl GpuQwen2 {
                 attention::HEAD_DIMS
             );
         }
-        let l = Loader { f, pack: false };
+        let l = Loader::new(f, false);
         let (e, kv, ff) = (hp.n_embd, hp.n_head_kv * hp.head_dim, hp.n_ff);
         let up_lin = |stem: &str, cols, rows| -> Result<GpuLinear> {
             GpuLinear::from_linear(g, f, &l.linear(stem, cols, rows)?)
