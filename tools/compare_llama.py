@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """qrun against llama.cpp, side by side on the same GGUF files and the same machine.
 
-  tools/compare_llama.py [--what accuracy,speed] [--models qwen,qwen-synth,minilm,modernbert]
+  tools/compare_llama.py [--what accuracy,speed,ttft] [--models qwen,qwen-synth,minilm,modernbert]
                          [--formats f16,q8_0,q4_k_m,q5_k_s,iq4_nl] [-t THREADS] [--chunks N]
                          [--reps N] [--out DIR]
 
@@ -19,6 +19,8 @@ speed:    decoders: llama-bench -p 512 -n 128 and `qrun bench -p 512 -n 128`, sa
           each process. Encoders: ms per example at batch 32 x 128 tokens, `qrun bench` against
           llama-embedding's prompt-eval time. NF4 rows are qrun's alone (llama.cpp cannot load
           that extension type).
+ttft:     decoders: time to first token from a cold process, llama-simple -n 1 (its default
+          threads) against `qrun generate -n 1 --temp 0`, one short prompt, best of --reps.
 
 Needs: `cargo build --release` (qrun, qconvert; or copies in $QGGUF_BIN), llama.cpp's CPU tools (found through
 $LLAMA_CPP_BIN, else built/printed by ../shared/peers/llama-cpp.sh), the models of
@@ -227,6 +229,33 @@ def speed(model, files, llama, qrun, args, bandwidth):
     return rows
 
 
+TTFT_PROMPT = "Write a short poem about the sea and the wind over the harbour at night"
+
+
+def ttft(model, files, llama, qrun, args):
+    """Time to first token from a cold process: wall time of llama-simple (-n 1) and of
+    `qrun generate -n 1 --temp 0` on one short prompt, each run `args.reps` times, alternating;
+    the best of each. Both load the file, repack for their CPU kernels, tokenize, prefill and
+    sample one token."""
+    rows = []
+    for fmt, f in files.items():
+        if fmt in QGGUF_ONLY:
+            continue
+        best = {"llama": [], "qrun": []}
+        for _ in range(int(args.reps)):
+            for who, cmd in (("llama", [llama / "llama-simple", "-m", f, "-n", 1,
+                                        TTFT_PROMPT]),
+                             ("qrun", [qrun, "generate", "-m", f, "-t", args.threads, "-n", 1,
+                                       "--temp", 0, "-p", TTFT_PROMPT])):
+                t0 = time.perf_counter()
+                run(cmd)
+                best[who].append(time.perf_counter() - t0)
+        rows.append({"model": model, "format": fmt, "llama_s": min(best["llama"]),
+                     "qrun_s": min(best["qrun"]), "llama_all_s": best["llama"],
+                     "qrun_all_s": best["qrun"]})
+    return rows
+
+
 def encoder_texts(n=32, words=96):
     """n texts of `words` words of Moby-Dick (about 128 tokens each)."""
     w = moby_text().read_text().split()
@@ -339,6 +368,14 @@ def markdown(report, args):
                 f"{num(r.get('llama_ms'), 3)} | {num(r['qrun_ms'], 3)} | "
                 f"{ratio(r.get('llama_ms'), r['qrun_ms'])} | "
                 f"{num(r.get('llama_rss_mib'), 0)} / {num(r.get('qrun_rss_mib'), 0)} |")
+    if report.get("ttft"):
+        lines += ["", "Time to first token from a cold process, seconds (llama-simple -n 1 and "
+                  "`qrun generate -n 1 --temp 0`, the same 15-token prompt; best of "
+                  f"{args.reps}, alternating):", "",
+                  "| model | format | llama.cpp s | qrun s | ratio |", "|---|---|---:|---:|---:|"]
+        for r in report["ttft"]:
+            lines.append(f"| {r['model']} | {r['format']} | {r['llama_s']:.2f} | "
+                         f"{r['qrun_s']:.2f} | {ratio(r['llama_s'], r['qrun_s'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -362,7 +399,7 @@ def main():
     llama = llama_bin()
     report = {"command": "tools/compare_llama.py " + " ".join(sys.argv[1:]),
               "threads": args.threads, "decoder": [], "encoder": [], "speed": [],
-              "encoder_speed": []}
+              "encoder_speed": [], "ttft": []}
     def probe(*flags):
         r = run([qrun, "bandwidth", "-t", args.threads, "--json", *flags])
         return json.loads(r.stdout.strip().splitlines()[-1])["read_gbps"]
@@ -386,6 +423,8 @@ def main():
                                                       args.out)
         if "speed" in what and kind == "decoder":
             report["speed"] += speed(model, files, llama, qrun, args, report["bandwidth_gbps"])
+        if "ttft" in what and kind == "decoder":
+            report["ttft"] += ttft(model, files, llama, qrun, args)
         if "speed" in what and kind == "encoder":
             report["encoder_speed"] += encoder_speed(model, files, llama, qrun, args, args.out)
     if "speed" in what:
