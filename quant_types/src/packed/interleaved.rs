@@ -30,7 +30,7 @@
 //! into IQ4_NL's and NF4's tables of levels + 128, Q5_0's (offset 16), Q8_0 + 128, K-quants'
 //! own (Q6_K offset 32); Q4_1 and Q5_1 add their minimum instead of an offset.
 
-use super::layout::{get16, row_levels, PackedMatrix, IQ4NL_U8, NF4_U8};
+use super::layout::{get16, row_levels_into, PackedMatrix, IQ4NL_U8, NF4_U8};
 use crate::formats::{KVALUES_IQ4NL, NF4_LEVELS};
 use crate::GgmlType;
 
@@ -198,8 +198,9 @@ pub fn pack_unit(ty: GgmlType, cols: usize, src: &[u8], dst: &mut [u8]) {
     }
     let g = Woven::of(ty);
     let bb = g.block_bytes();
+    let mut u = Vec::new();
     for (r, row) in src.chunks_exact(src_row).enumerate() {
-        let u = row_levels(ty, row, cols);
+        row_levels_into(ty, row, cols, &mut u);
         for b in 0..cols / g.block {
             let blk = &mut dst[b * bb..(b + 1) * bb];
             put_header(ty, row, b, r, &mut blk[..g.header]);
@@ -221,22 +222,28 @@ fn weave_levels(ty: GgmlType, lv: &[u8], r: usize, sub: &mut [u8]) {
         }
         return;
     }
-    for (p, q) in lv.chunks_exact(8).enumerate() {
-        for j in 0..4 {
-            sub[64 * p + 4 * r + j] = (q[j] & 15) | (q[4 + j] & 15) << 4;
-        }
+    // Four levels as one little-endian word: byte j is level at + j. The bit fields below are
+    // built four bytes at a time (no field crosses a byte).
+    let word = |at: usize| u32::from_le_bytes([lv[at], lv[at + 1], lv[at + 2], lv[at + 3]]);
+    for p in 0..lv.len() / 8 {
+        // Byte j: level 8p + j low, level 8p + 4 + j high.
+        let v = (word(8 * p) & 0x0F0F_0F0F) | (word(8 * p + 4) & 0x0F0F_0F0F) << 4;
+        sub[64 * p + 4 * r..64 * p + 4 * r + 4].copy_from_slice(&v.to_le_bytes());
     }
     if has_fifth(ty) {
-        // Bits 4r..4r+4 of u64 kg: half of byte r / 2.
-        for (kg, q) in lv.chunks_exact(4).enumerate() {
-            let nib = (0..4).fold(0u8, |m, j| m | ((q[j] >> 4) & 1) << j);
+        // Bits 4r..4r+4 of u64 kg: half of byte r / 2. The multiply gathers bit 0 of each of
+        // the four bytes into bits 24..28 (the other partial products fall elsewhere).
+        for kg in 0..lv.len() / 4 {
+            let bits = (word(4 * kg) >> 4) & 0x0101_0101;
+            let nib = (bits.wrapping_mul(0x0102_0408) >> 24) as u8 & 15;
             sub[256 + 8 * kg + r / 2] |= nib << (4 * (r % 2));
         }
     } else if ty == GgmlType::Q6_K {
-        for j in 0..4 {
-            sub[128 + 4 * r + j] =
-                (0..4).fold(0u8, |m, kg| m | ((lv[4 * kg + j] >> 4) & 3) << (2 * kg));
-        }
+        // Byte j: the tops of levels j, 4 + j, 8 + j, 12 + j at bits 0, 2, 4, 6.
+        let tops = (0..4).fold(0u32, |m, kg| {
+            m | ((word(4 * kg) >> 4) & 0x0303_0303) << (2 * kg)
+        });
+        sub[128 + 4 * r..128 + 4 * r + 4].copy_from_slice(&tops.to_le_bytes());
     }
 }
 

@@ -352,7 +352,15 @@ pub fn packed_row_bytes(ty: GgmlType, cols: usize) -> usize {
 /// Unsigned level of every weight of a row (see the module's table of kinds: Table kinds give
 /// the index, Byte gives level + 128), in element order, padded with zeros to whole chunks.
 pub(crate) fn row_levels(ty: GgmlType, src: &[u8], cols: usize) -> Vec<u8> {
-    let mut u = vec![0u8; cols.div_ceil(64) * 64];
+    let mut u = Vec::new();
+    row_levels_into(ty, src, cols, &mut u);
+    u
+}
+
+/// [`row_levels`] into a buffer kept across rows (packing calls it for every row at load).
+pub(crate) fn row_levels_into(ty: GgmlType, src: &[u8], cols: usize, u: &mut Vec<u8>) {
+    u.clear();
+    u.resize(cols.div_ceil(64) * 64, 0);
     macro_rules! each {
         ($B:ty, |$b:ident| $levels:expr) => {{
             let blocks: &[$B] = bytemuck::cast_slice(src);
@@ -375,7 +383,6 @@ pub(crate) fn row_levels(ty: GgmlType, src: &[u8], cols: usize) -> Vec<u8> {
         GgmlType::Q6_K => each!(BlockQ6K, |b| b.levels()),
         other => panic!("{other} has no packed layout"),
     }
-    u
 }
 
 /// Packs one row of ggml blocks (`src`, `cols` weights of type `ty`) into `dst`
