@@ -16,9 +16,9 @@ for t in q8_0 q4_k_m; do
   for lay in interleaved rows; do
     export QGGUF_PACK_LAYOUT=$lay
     ./qrun perplexity -m $f -f text.txt -c 512 --chunks 4 --kl-divergence-base /tmp/base-$t-$lay.kld --json 2>/dev/null | cut -c1-150
-    for ngl in 1 6 12 18 23 99; do
+    for ngl in ${NGLS:-1 6 12 18 23 99}; do
       echo -n "$t $lay ngl $ngl: "
-      ./qrun perplexity -m $f -f text.txt -c 512 --chunks 4 --kl-divergence-base /tmp/base-$t-$lay.kld --kl-divergence -ngl $ngl --json 2>/dev/null | python3 -c 'import json,sys; k=json.loads(sys.stdin.read())["kld"]; print(f"{k[\"mean\"]:.3e} top1 {k[\"same_top_pct\"]:.1f}")'
+      ./qrun perplexity -m $f -f text.txt -c 512 --chunks 4 --kl-divergence-base /tmp/base-$t-$lay.kld --kl-divergence -ngl $ngl --json 2>/dev/null | python3 -c 'import json,sys; k=json.loads(sys.stdin.read())["kld"]; print("%.3e top1 %.1f" % (k["mean"], k["same_top_pct"]))'
     done
   done
 done
