@@ -205,7 +205,7 @@ def timed_rss(cmd):
     return r, (int(m[-1]) / 1024 if m else None)
 
 
-def speed(model, files, llama, qrun, args, bandwidth):
+def speed(model, files, llama, qrun, args):
     rows = []
     for fmt, f in files.items():
         row = {"model": model, "format": fmt, "file_mib": f.stat().st_size / 2**20}
@@ -223,8 +223,7 @@ def speed(model, files, llama, qrun, args, bandwidth):
         row["qrun_load_ms"] = q.get("load_ms")
         r = run([qrun, "bandwidth", "-t", args.threads, "-m", f, "--json"])
         per_token = json.loads(r.stdout.strip().splitlines()[-1])["bytes_per_token"]
-        row["bytes_per_token"] = per_token
-        row["roofline_tg"] = bandwidth * 1e9 / per_token
+        row["bytes_per_token"] = per_token  # the roofline is set once all probes ran
         rows.append(row)
     return rows
 
@@ -408,7 +407,6 @@ def main():
         # Huge pages, as qrun's packed weights; 4 KiB pages for reference (llama.cpp's mmap).
         report["bandwidth_probes_gbps"] = [probe()]
         report["bandwidth_small_pages_gbps"] = probe("--small-pages")
-        report["bandwidth_gbps"] = report["bandwidth_probes_gbps"][0]
     for model in args.models.split(","):
         kind = MODEL_DIRS[model][1]
         formats = args.formats.split(",")
@@ -422,7 +420,7 @@ def main():
                 report["encoder"] += encoder_accuracy(model, llama_files, llama, qrun, args,
                                                       args.out)
         if "speed" in what and kind == "decoder":
-            report["speed"] += speed(model, files, llama, qrun, args, report["bandwidth_gbps"])
+            report["speed"] += speed(model, files, llama, qrun, args)
         if "ttft" in what and kind == "decoder":
             report["ttft"] += ttft(model, files, llama, qrun, args)
         if "speed" in what and kind == "encoder":

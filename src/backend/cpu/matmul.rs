@@ -228,9 +228,7 @@ pub fn matmul_group(
                 let parts = ws.iter().zip(ys.iter_mut()).flat_map(|(w, y)| {
                     row_chunks(w.packed.expect("checked"), y, team.helpers() + 1)
                 });
-                team.for_each(parts.collect(), |(w, start, y)| {
-                    packed::gemm(w, start..start + y.len(), acts, y)
-                });
+                products_on_team(team, parts.collect(), acts);
                 return Ok(());
             }
             ys.par_iter_mut().zip(ws.par_iter()).for_each(|(y, w)| {
@@ -267,19 +265,29 @@ fn rows_per_chunk(w: &PackedMatrix, threads: usize, per_thread: usize) -> usize 
         * tile
 }
 
-/// One token's output `y` of `w` cut into chunks of rows for `threads`: (matrix, first row,
-/// the chunk's outputs).
-fn row_chunks<'a, 'w>(
-    w: &'w PackedMatrix,
+/// A chunk of one token's product: the matrix, the chunk's first row, its outputs.
+type RowChunk<'a> = (&'a PackedMatrix, usize, &'a mut [f32]);
+
+/// One token's output `y` of `w` cut into chunks of rows for `threads`.
+fn row_chunks<'a>(
+    w: &'a PackedMatrix,
     y: &'a mut [f32],
     threads: usize,
-) -> impl Iterator<Item = (&'w PackedMatrix, usize, &'a mut [f32])> {
+) -> impl Iterator<Item = RowChunk<'a>> {
     // Two chunks per thread: one token's products are short, and the caller waits for the
     // last chunk; four per thread, as prompts use, was 3-5% slower on Qwen2.5-0.5B.
     let rpc = rows_per_chunk(w, threads, 2);
     y.chunks_mut(rpc)
         .enumerate()
         .map(move |(c, chunk)| (w, c * rpc, chunk))
+}
+
+/// One token's products on the decoding team: each part is (matrix, first row, its outputs),
+/// as [`row_chunks`] cuts them.
+fn products_on_team(team: &team::Team, parts: Vec<RowChunk>, acts: &PackedActs) {
+    team.for_each(parts, |(w, start, y)| {
+        packed::gemm(w, start..start + y.len(), acts, y)
+    });
 }
 
 /// `out` (`[rows][n]`, or `[n][rows]` when `n` is 1) = `w` times the activations, rows split
@@ -294,10 +302,7 @@ fn packed_rows_parallel(
 ) {
     if n == 1 {
         if let Some(team) = team::global() {
-            let parts = row_chunks(w, out, team.helpers() + 1).collect();
-            team.for_each(parts, |(w, start, y)| {
-                packed::gemm(w, start..start + y.len(), acts, y)
-            });
+            products_on_team(team, row_chunks(w, out, team.helpers() + 1).collect(), acts);
             return;
         }
     }
