@@ -3,7 +3,9 @@
 //!   `vec_dot` path on ggml's blocks and for the packed kernel. 16 rows of 4096 weights stay in
 //!   L2, so the figures measure instructions, not DRAM.
 //! - `gemv_dram/{type}`: one activation row against 64 MiB of weights in the shape of Qwen2.5-0.5B's
-//!   FFN up-projection (896 inputs per row): decode as it runs, streaming from DRAM, one thread.
+//!   FFN up-projection (896 inputs per row), packed into huge pages as qrun packs them: decode
+//!   as it runs, one thread, streaming from DRAM (on a host whose L3 holds 64 MiB, partly from
+//!   L3: the Xeon VM's 2 threads read it at 45-50 GiB/s, above `qrun bandwidth`'s DRAM figure).
 //! - `gemm/{type}`: 64 activation rows (prefill), billions of multiply-adds per second, for
 //!   `vec_dot` per (row, token) and for the packed kernel: `packed` in the layout this CPU reads
 //!   fastest, and where that is the interleaved one, `packed-rows` in the row layout.
@@ -127,7 +129,16 @@ fn bench_dram(c: &mut Criterion, ty: GgmlType) {
     g.bench_function(BenchmarkId::new("vec_dot", path), |b| {
         b.iter(|| vec_dot_rows(ty, path, cols, &w, &acts_one))
     });
-    if let Some(m) = PackedMatrix::pack(ty, rows, cols, &w).filter(|_| packed::available()) {
+    // The packed weights live in huge pages, as qrun's do (see `packed::Arena`).
+    let arena = packed::Arena::new();
+    let layout = packed::Layout::best_for(ty);
+    if let Some(mut m) =
+        PackedMatrix::alloc_in(Some(&arena), ty, rows, cols, layout).filter(|_| packed::available())
+    {
+        let (ub, per_unit) = (m.unit_bytes(), row_bytes * layout.unit_rows());
+        for (dst, src) in m.bytes_mut().chunks_exact_mut(ub).zip(w.chunks(per_unit)) {
+            packed::pack_unit(ty, cols, layout, src, dst);
+        }
         drop(w);
         let mut acts = PackedActs::default();
         acts.quantize(ty, &x, 1, cols);

@@ -310,9 +310,7 @@ impl Qwen2 {
                 &mut st.scratch,
             )?;
             let [gate, up] = gate_up;
-            for (g, &u) in gate.iter_mut().zip(up.iter()) {
-                *g = ops::silu(*g) * u;
-            }
+            crate::backend::cpu::simd_f32::swiglu(gate, up);
             let o = sized(&mut st.o, n * e);
             layer.down.forward(f, gate, n, o, &mut st.scratch)?;
             ops::add_inplace(&mut st.x[..n * e], o);

@@ -34,6 +34,8 @@ pub struct Scratch {
     /// Activations unpacked for the packed kernels, and the input they were made from.
     packed_acts: PackedActs,
     packed_from: Option<(usize, usize, usize)>,
+    /// A group's activations in its other formats (see [`matmul_group`]).
+    group_acts: Vec<PackedActs>,
 }
 
 fn as_blocks<'a, B: bytemuck::Pod>(bytes: &'a [u8], storage: &'a mut Vec<u32>) -> &'a [B] {
@@ -199,10 +201,11 @@ fn transpose_into(src: &[f32], rows: usize, n: usize, y: &mut [f32]) {
 }
 
 /// Products of one input `x` (one token) by several weights, e.g. Q, K and V, or gate and up:
-/// `ys[i] = ws[i] x`. When every weight is packed and all share one activation format, the
-/// activations are quantized once and the products run as one parallel loop, so decoding pays
-/// one fork-join for the group instead of one per matrix (the workers would otherwise idle
-/// between the products). Otherwise, and for several tokens, the products run one by one.
+/// `ys[i] = ws[i] x`. When every weight is packed, the activations are quantized once per
+/// activation format among the weights (a mix such as IQ4_NL's Q and K with a Q5_1 V has two)
+/// and the products run as one parallel loop, so decoding pays one fork-join for the group
+/// instead of one per matrix (the workers would otherwise idle between the products).
+/// Otherwise, and for several tokens, the products run one by one.
 pub fn matmul_group(
     ws: &[WeightView],
     x: &[f32],
@@ -216,26 +219,44 @@ pub fn matmul_group(
     // `x` is new to `s`; within the group it stays unchanged, so every product may reuse the
     // activations an earlier one quantized.
     s.packed_from = None;
-    if n == 1 && ws.iter().all(|w| w.packed.is_some()) {
+    let packed: Option<Vec<&PackedMatrix>> = ws.iter().map(|w| w.packed).collect();
+    if let (1, Some(packed)) = (n, packed) {
         for (w, y) in ws.iter().zip(ys.iter()) {
             check_shapes(w, x, n, y)?;
         }
-        quantize_packed_acts(ws[0].packed.expect("checked"), x, n, s);
-        if ws.iter().all(|w| s.packed_acts.serves(w.ty)) {
-            let acts = &s.packed_acts;
-            let threads = rayon::current_num_threads().max(1);
-            if let Some(team) = team::global() {
-                let parts = ws.iter().zip(ys.iter_mut()).flat_map(|(w, y)| {
-                    row_chunks(w.packed.expect("checked"), y, team.helpers() + 1)
-                });
-                products_on_team(team, parts.collect(), acts);
-                return Ok(());
+        quantize_packed_acts(packed[0], x, n, s);
+        let mut others = 0;
+        for w in &packed {
+            let served = s.packed_acts.serves(w.ty())
+                || s.group_acts[..others].iter().any(|a| a.serves(w.ty()));
+            if !served {
+                if s.group_acts.len() == others {
+                    s.group_acts.push(PackedActs::default());
+                }
+                s.group_acts[others].quantize(w.ty(), x, n, w.cols());
+                others += 1;
             }
-            ys.par_iter_mut().zip(ws.par_iter()).for_each(|(y, w)| {
-                packed_rows_parallel(w.packed.expect("checked"), acts, 1, y, threads)
+        }
+        let (first, rest) = (&s.packed_acts, &s.group_acts[..others]);
+        let acts_for = |w: &PackedMatrix| -> &PackedActs {
+            std::iter::once(first)
+                .chain(rest)
+                .find(|a| a.serves(w.ty()))
+                .expect("quantized above for every format of the group")
+        };
+        if let Some(team) = team::global() {
+            let parts = packed.iter().zip(ys.iter_mut()).flat_map(|(&w, y)| {
+                let acts = acts_for(w);
+                row_chunks(w, y, team.helpers() + 1).map(move |(w, r, y)| (w, r, y, acts))
             });
+            products_on_team(team, parts.collect());
             return Ok(());
         }
+        let threads = rayon::current_num_threads().max(1);
+        ys.par_iter_mut()
+            .zip(packed.par_iter())
+            .for_each(|(y, &w)| packed_rows_parallel(w, acts_for(w), 1, y, threads));
+        return Ok(());
     }
     for (w, y) in ws.iter().zip(ys.iter_mut()) {
         matmul_same_input(w, x, n, y, s)?;
@@ -274,18 +295,24 @@ fn row_chunks<'a>(
     y: &'a mut [f32],
     threads: usize,
 ) -> impl Iterator<Item = RowChunk<'a>> {
-    // Two chunks per thread: one token's products are short, and the caller waits for the
-    // last chunk; four per thread, as prompts use, was 3-5% slower on Qwen2.5-0.5B.
-    let rpc = rows_per_chunk(w, threads, 2);
+    // One chunk per thread: each thread streams one run of weights. Threads that finish early
+    // leave the memory bandwidth to the others, so finer chunks do not pay for their restarts:
+    // on Qwen2.5-0.5B two per thread were 1-4% slower (four, 3-5% slower again), and pieces
+    // of 16-64 KiB, each thread working its share in order and then taking the others' last
+    // pieces, 5-8% slower.
+    let rpc = rows_per_chunk(w, threads, 1);
     y.chunks_mut(rpc)
         .enumerate()
         .map(move |(c, chunk)| (w, c * rpc, chunk))
 }
 
-/// One token's products on the decoding team: each part is (matrix, first row, its outputs),
-/// as [`row_chunks`] cuts them.
-fn products_on_team(team: &team::Team, parts: Vec<RowChunk>, acts: &PackedActs) {
-    team.for_each(parts, |(w, start, y)| {
+/// One token's products on the decoding team: each part is (matrix, first row, its outputs,
+/// the activations), the first three as [`row_chunks`] cuts them.
+fn products_on_team(
+    team: &team::Team,
+    parts: Vec<(&PackedMatrix, usize, &mut [f32], &PackedActs)>,
+) {
+    team.for_each(parts, |(w, start, y, acts)| {
         packed::gemm(w, start..start + y.len(), acts, y)
     });
 }
@@ -302,7 +329,8 @@ fn packed_rows_parallel(
 ) {
     if n == 1 {
         if let Some(team) = team::global() {
-            products_on_team(team, row_chunks(w, out, team.helpers() + 1).collect(), acts);
+            let parts = row_chunks(w, out, team.helpers() + 1).map(|(w, r, y)| (w, r, y, acts));
+            products_on_team(team, parts.collect());
             return;
         }
     }
@@ -450,6 +478,7 @@ mod tests {
             (GgmlType::Q5_0, 40),
             (GgmlType::Q8_0, 13),
             (GgmlType::Q4_K, 25),
+            (GgmlType::Q5_1, 17),
         ];
         let data: Vec<Vec<u8>> = shapes
             .iter()
@@ -477,11 +506,15 @@ mod tests {
                 packed: p.as_ref(),
             })
             .collect();
+        // One scratch for every group: the buffers of an earlier group's formats must not leak
+        // into a later one's products. Groups have one activation format (Q8_0), three
+        // (Q8_0, Q8_K, Q8_1), or two starting with another.
+        let mut scratch = Scratch::default();
         for n in [1, 3] {
             let x: Vec<f32> = (0..n * cols)
                 .map(|i| (i * 104729 % 997) as f32 / 997.0 - 0.5)
                 .collect();
-            for group in [&views[..2], &views[..]] {
+            for group in [&views[..2], &views[..], &views[2..], &views[..2]] {
                 let mut want: Vec<Vec<f32>> = Vec::new();
                 for w in group {
                     let mut y = vec![0f32; n * w.rows];
@@ -490,7 +523,7 @@ mod tests {
                 }
                 let mut got: Vec<Vec<f32>> = group.iter().map(|w| vec![0f32; n * w.rows]).collect();
                 let mut outs: Vec<&mut [f32]> = got.iter_mut().map(|v| &mut v[..]).collect();
-                matmul_group(group, &x, n, &mut outs, &mut Scratch::default()).unwrap();
+                matmul_group(group, &x, n, &mut outs, &mut scratch).unwrap();
                 assert_eq!(got, want, "n={n}, {} weights", group.len());
             }
         }

@@ -435,6 +435,45 @@ pub fn weighted_sum(
     weighted_sum_body::<false>(p, v, stride, off, first, out)
 }
 
+/// SwiGLU in place: `gate[i] = silu(gate[i]) * up[i]`. Decoding runs it on the calling thread
+/// between the gate/up and down products (4864 values a layer for Qwen2.5-0.5B), where a libm
+/// `exp` per value was about 2% of a token; the AVX2 path uses [`exp256`] (within 2 ulp).
+pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len(), "swiglu: gate and up lengths");
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA; the loop reads and writes whole chunks of 8
+        // inside both slices, and the tail goes through the scalar code.
+        return unsafe { swiglu_avx2(gate, up) };
+    }
+    swiglu_scalar(gate, up)
+}
+
+fn swiglu_scalar(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = super::ops::silu(*g) * u;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn swiglu_avx2(gate: &mut [f32], up: &[f32]) {
+    use core::arch::x86_64::*;
+    let n = gate.len() / 8 * 8;
+    for (g, u) in gate[..n].chunks_exact_mut(8).zip(up[..n].chunks_exact(8)) {
+        let x = _mm256_loadu_ps(g.as_ptr());
+        // silu(x) = x / (1 + e^-x); for x < -88 e^-x is clamped near f32::MAX, giving a
+        // value within 1e-36 of 0.
+        let e = exp256(_mm256_sub_ps(_mm256_setzero_ps(), x));
+        let s = _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0), e));
+        _mm256_storeu_ps(
+            g.as_mut_ptr(),
+            _mm256_mul_ps(s, _mm256_loadu_ps(u.as_ptr())),
+        );
+    }
+    swiglu_scalar(&mut gate[n..], &up[n..]);
+}
+
 /// Whether [`attend_tile`] runs its SIMD version here (x86-64 with AVX2 and FMA). Elsewhere
 /// callers keep one query at a time: the portable tile is the tested reference, and the
 /// compiler keeps its accumulators on the stack (slower than the per-query loop on x86).
@@ -495,6 +534,27 @@ mod tests {
         for (x, y) in o1.iter().zip(&o2) {
             assert!((x - y).abs() < 1e-4, "{x} vs {y}");
         }
+    }
+
+    #[test]
+    fn swiglu_matches_scalar_silu() {
+        // Wide range (saturating both ways), odd length for the scalar tail.
+        let gate: Vec<f32> = (0..1003).map(|i| (i as f32 - 501.0) * 0.23).collect();
+        let up: Vec<f32> = (0..1003).map(|i| 1.0 + (i % 7) as f32 * 0.5).collect();
+        let mut fast = gate.clone();
+        swiglu(&mut fast, &up);
+        let mut reference = gate.clone();
+        swiglu_scalar(&mut reference, &up);
+        for (i, (a, b)) in fast.iter().zip(&reference).enumerate() {
+            // Relative, and absolute below e^-88 where the fast exp clamps its argument.
+            let tol = 4.0 * f32::EPSILON * b.abs() + 1e-30;
+            assert!(
+                (a - b).abs() <= tol,
+                "value {i} (gate {}): {a} vs {b}",
+                gate[i]
+            );
+        }
+        assert!((reference[501 + 9] - super::super::ops::silu(9.0 * 0.23) * up[510]).abs() < 1e-6);
     }
 
     #[cfg(target_arch = "x86_64")]
