@@ -3,7 +3,7 @@
 //! every test text.
 
 use qgguf::gguf::GgufFile;
-use qgguf::tokenizer::from_gguf::tokenizer_files;
+use qgguf::tokenizer::from_gguf::{tokenizer, tokenizer_files};
 use std::path::PathBuf;
 
 fn vocab_dir() -> Option<PathBuf> {
@@ -44,12 +44,39 @@ fn check(name: &str) {
     let f = GgufFile::open(dir.join(format!("ggml-vocab-{name}.gguf"))).unwrap();
     let (json, _) = tokenizer_files(&f).unwrap();
     let tok = tokenizers::Tokenizer::from_bytes(serde_json::to_vec(&json).unwrap()).unwrap();
+    // qrun's tokenizer, built without the JSON text, must be the same tokenizer.
+    let direct = tokenizer(&f).unwrap();
+    assert_eq!(
+        direct.get_vocab(true),
+        tok.get_vocab(true),
+        "{name}: vocabularies"
+    );
+    // Added tokens (specials and user-defined) split the text alike in both.
+    let added: Vec<String> = tok
+        .get_added_tokens_decoder()
+        .values()
+        .map(|t| t.content.clone())
+        .collect();
+    let text = format!("a{}b\n c", added.join(" x\n"));
+    for special in [false, true] {
+        let ids = |t: &tokenizers::Tokenizer| {
+            t.encode(text.as_str(), special).unwrap().get_ids().to_vec()
+        };
+        assert_eq!(
+            ids(&direct),
+            ids(&tok),
+            "{name}: text with {} added tokens",
+            added.len()
+        );
+    }
     let mut failures = Vec::new();
     let cases = vectors(&dir, name);
     for (text, want) in &cases {
-        let got = tok.encode(text.as_str(), false).unwrap().get_ids().to_vec();
-        if &got != want {
-            failures.push(format!("{text:?}: got {got:?}, llama.cpp {want:?}"));
+        for (how, t) in [("tokenizer.json", &tok), ("direct", &direct)] {
+            let got = t.encode(text.as_str(), false).unwrap().get_ids().to_vec();
+            if &got != want {
+                failures.push(format!("{text:?} ({how}): got {got:?}, llama.cpp {want:?}"));
+            }
         }
     }
     assert!(

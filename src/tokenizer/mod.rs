@@ -29,13 +29,17 @@ impl Tokenizer {
                 return Tokenizer::from_file(&p);
             }
         }
-        let (json, _) = from_gguf::tokenizer_files(file).with_context(|| {
+        let mut inner = from_gguf::tokenizer(file).with_context(|| {
             format!(
                 "{}: rebuilding the tokenizer from metadata",
                 model_path.display()
             )
         })?;
-        Tokenizer::from_json(&json, format!("{} metadata", model_path.display()))
+        Self::plain(&mut inner)?;
+        Ok(Tokenizer {
+            inner,
+            source: format!("{} metadata", model_path.display()),
+        })
     }
 
     pub fn from_file(path: &Path) -> Result<Tokenizer> {
@@ -46,13 +50,6 @@ impl Tokenizer {
             inner,
             source: path.display().to_string(),
         })
-    }
-
-    pub fn from_json(json: &serde_json::Value, source: String) -> Result<Tokenizer> {
-        let mut inner = tokenizers::Tokenizer::from_bytes(serde_json::to_vec(json)?)
-            .map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
-        Self::plain(&mut inner)?;
-        Ok(Tokenizer { inner, source })
     }
 
     /// Truncation and padding are decided per call by qgguf, not by the file.
