@@ -330,6 +330,46 @@ pub fn gemm_token_major(w: &PackedMatrix, rows: Range<usize>, a: &PackedActs, ou
     gemm_token_major_on(Kernels::best(), w, rows, a, out)
 }
 
+/// [`gemm_token_major`] for the tokens `tokens` of the activations only:
+/// `out[(t - tokens.start) * rows.len() + (r - rows.start)]`, so that threads may split a batch
+/// by tokens, each writing a contiguous block of a token-major output. Only where this CPU's
+/// kernels read `w`'s layout natively (interleaved; `rows.start` a multiple of its 16 rows):
+/// returns false, writing nothing, elsewhere.
+pub fn gemm_token_major_tokens(
+    w: &PackedMatrix,
+    rows: Range<usize>,
+    a: &PackedActs,
+    tokens: Range<usize>,
+    out: &mut [f32],
+) -> bool {
+    assert!(rows.end <= w.rows(), "row range past the matrix");
+    assert!(
+        a.serves(w.ty()),
+        "activations quantized for {:?}, not for {}",
+        a.for_type,
+        w.ty()
+    );
+    assert_eq!(a.cols, w.cols(), "activation length");
+    assert!(
+        tokens.start <= tokens.end && tokens.end <= a.n,
+        "token range"
+    );
+    assert_eq!(out.len(), rows.len() * tokens.len(), "output length");
+    let m = rows.len();
+    woven(
+        Kernels::best(),
+        w,
+        &rows,
+        a,
+        out,
+        Placement {
+            tokens,
+            tok: m,
+            row: 1,
+        },
+    )
+}
+
 pub(crate) fn gemm_token_major_on(
     k: Kernels,
     w: &PackedMatrix,
@@ -346,7 +386,18 @@ pub(crate) fn gemm_token_major_on(
             interleaved::ROWS
         );
     }
-    if woven(k, w, &rows, a, out, m, 1) {
+    if woven(
+        k,
+        w,
+        &rows,
+        a,
+        out,
+        Placement {
+            tokens: 0..a.n,
+            tok: m,
+            row: 1,
+        },
+    ) {
         return;
     }
     let mut rm = vec![0f32; out.len()];
@@ -358,9 +409,16 @@ pub(crate) fn gemm_token_major_on(
     }
 }
 
-/// Runs the interleaved kernels, writing token t, row i of the range at
-/// `out[t * tok + i * row]`, when `w` is interleaved, `k` reads that layout and runs here, and
-/// `rows` starts at a unit; returns whether it did.
+/// Which tokens a woven product computes, and where: token t, row i of the call's range at
+/// `out[(t - tokens.start) * tok + i * row]`.
+struct Placement {
+    tokens: Range<usize>,
+    tok: usize,
+    row: usize,
+}
+
+/// Runs the interleaved kernels, writing as `place` says, when `w` is interleaved, `k` reads
+/// that layout and runs here, and `rows` starts at a unit; returns whether it did.
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 fn woven(
     k: Kernels,
@@ -368,21 +426,35 @@ fn woven(
     rows: &Range<usize>,
     a: &PackedActs,
     out: &mut [f32],
-    tok: usize,
-    row: usize,
+    place: Placement,
 ) -> bool {
+    let Placement { tokens, tok, row } = place;
     #[cfg(target_arch = "x86_64")]
     if w.layout() == Layout::Interleaved16
         && k.interleaves()
         && k.runs_here()
         && rows.start.is_multiple_of(interleaved::ROWS)
     {
-        // Both callers pass (rows.len(), 1) or (1, n): with t < n and i < rows.len() every
-        // write lands inside `out` (n * rows.len() values, checked by `check`).
-        debug_assert!((tok, row) == (rows.len(), 1) || (tok, row) == (1, a.n));
+        // Callers pass (rows.len(), 1) or (1, tokens.len()): with t in `tokens` and
+        // i < rows.len() every write lands inside `out` (tokens.len() * rows.len() values,
+        // checked by the callers).
+        debug_assert!(
+            (tok, row) == (rows.len(), 1) || (tok, row) == (1, tokens.len()),
+            "strides"
+        );
+        assert!(
+            tokens.start <= tokens.end && tokens.end <= a.n,
+            "token range"
+        );
+        let s = x86_i16::Strides {
+            tok,
+            row,
+            first: tokens.start,
+            end: tokens.end,
+        };
         // SAFETY: the CPU has the instructions; shapes were checked, `rows.start` is a unit
         // boundary, and the strides keep every write inside `out`.
-        unsafe { x86_i16::gemm(w, rows.clone(), a, out, x86_i16::Strides { tok, row }) };
+        unsafe { x86_i16::gemm(w, rows.clone(), a, out, s) };
         return true;
     }
     false
@@ -402,7 +474,18 @@ pub(crate) fn gemm_on(
         return gemm_ref(w, rows, a, out);
     }
     if w.layout() == Layout::Interleaved16 {
-        if !woven(k, w, &rows, a, out, 1, a.n) {
+        if !woven(
+            k,
+            w,
+            &rows,
+            a,
+            out,
+            Placement {
+                tokens: 0..a.n,
+                tok: 1,
+                row: a.n,
+            },
+        ) {
             gemm_ref(w, rows, a, out);
         }
         return;

@@ -215,6 +215,27 @@ fn interleaved_products_equal_the_reference() {
                     let back: Vec<f32> =
                         (0..rows * n).map(|i| tm[(i % n) * rows + i / n]).collect();
                     close(&format!("{what}, token-major"), &back);
+                    // A window of tokens, on the best kernels, bit for bit the full product's
+                    // block (the window crosses tiles of 8 and token blocks where n is long).
+                    if n > 4 && k == Kernels::best() {
+                        let win = 3..n - 1;
+                        let mut tw = vec![0f32; rows * win.len()];
+                        let done = super::gemm_token_major_tokens(
+                            &m,
+                            0..rows,
+                            &acts,
+                            win.clone(),
+                            &mut tw,
+                        );
+                        assert_eq!(done, k.interleaves(), "{what}: windowed product run");
+                        if done {
+                            assert_eq!(
+                                tw,
+                                tm[win.start * rows..win.end * rows],
+                                "{what}, tokens {win:?}"
+                            );
+                        }
+                    }
                     if rows > 16 {
                         let part = 16..rows;
                         let mut tm = vec![0f32; part.len() * n];

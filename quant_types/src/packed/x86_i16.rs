@@ -17,11 +17,14 @@ use crate::GgmlType;
 use core::arch::x86_64::*;
 use std::ops::Range;
 
-/// Where results go: token t, row i of the call's range at `out[t * tok + i * row]`.
+/// Which tokens, and where results go: token t (of `first..end`), row i of the call's range
+/// at `out[(t - first) * tok + i * row]`.
 #[derive(Clone, Copy)]
 pub(super) struct Strides {
     pub tok: usize,
     pub row: usize,
+    pub first: usize,
+    pub end: usize,
 }
 
 /// One interleaved 32-weight type, seen by the kernel.
@@ -409,7 +412,7 @@ unsafe fn store<const T: usize>(
         (1u16 << valid) - 1
     };
     for (t, v) in acc.iter().enumerate() {
-        let at = (t0 + t) * s.tok + i0 * s.row;
+        let at = (t0 + t - s.first) * s.tok + i0 * s.row;
         if s.row == 1 {
             debug_assert!(at + valid <= out.len());
             _mm512_mask_storeu_ps(out.as_mut_ptr().add(at), mask, *v);
@@ -431,7 +434,8 @@ unsafe fn gemm_typed<W: WovenTile, const T: usize>(
     out: &mut [f32],
     s: Strides,
 ) {
-    let n = a.n;
+    let n = s.end;
+    debug_assert!(s.first <= s.end && s.end <= a.n);
     // Blocks per row (F16: columns).
     let nb = if W::TY == GgmlType::F16 {
         w.cols()
@@ -446,7 +450,7 @@ unsafe fn gemm_typed<W: WovenTile, const T: usize>(
     };
     let block = token_block(act_bytes, T);
     let units = rows.start / ROWS..rows.end.div_ceil(ROWS);
-    let mut t_lo = 0;
+    let mut t_lo = s.first;
     while t_lo < n {
         let t_hi = (t_lo + block).min(n);
         for ui in units.clone() {

@@ -377,6 +377,39 @@ fn packed_token_major_parallel(
         });
 }
 
+/// Tokens per thread from which a token-major product splits its batch by tokens instead of
+/// by rows (see [`packed_by_tokens`]).
+const TOKEN_SPLIT_MIN: usize = 64;
+
+/// `y` (`[n][rows]`) = `w` times the activations, the batch split by tokens: each chunk of
+/// tokens is a contiguous block of `y`, written in place by the kernel (no block buffer and
+/// no copy, as [`packed_token_major_parallel`] needs). Every thread then reads all of `w`,
+/// which only pays with enough tokens per thread to keep the product compute-bound. Returns
+/// false, writing nothing, where the kernels here do not read `w`'s layout natively.
+fn packed_by_tokens(
+    w: &PackedMatrix,
+    acts: &PackedActs,
+    n: usize,
+    y: &mut [f32],
+    threads: usize,
+) -> bool {
+    let rows = w.rows();
+    // Two chunks per thread for balance, each whole tiles of 8 tokens.
+    let per = n.div_ceil(2 * threads).div_ceil(8) * 8;
+    let native = std::sync::atomic::AtomicBool::new(true);
+    y[..n * rows]
+        .par_chunks_mut(per * rows)
+        .enumerate()
+        .for_each(|(c, block)| {
+            let t0 = c * per;
+            let tokens = t0..t0 + block.len() / rows;
+            if !packed::gemm_token_major_tokens(w, 0..rows, acts, tokens, block) {
+                native.store(false, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+    native.into_inner()
+}
+
 /// Tokens per pass of an F16 product over a batch (its float activations are copied per pass).
 const F16_TOKENS: usize = 512;
 
@@ -405,6 +438,9 @@ fn packed_matmul(
     quantize_packed_acts(w, x, n, s);
     let threads = rayon::current_num_threads().max(1);
     if n > 1 && w.layout().token_major() {
+        if n >= TOKEN_SPLIT_MIN * threads && packed_by_tokens(w, &s.packed_acts, n, y, threads) {
+            return Ok(());
+        }
         packed_token_major_parallel(w, &s.packed_acts, n, y, &mut s.transposed, threads);
         return Ok(());
     }

@@ -1,8 +1,26 @@
 //! Element-wise and row-wise operations of the transformer graphs, in f32.
 
+/// Values from which a row-wise operation runs on the rayon pool: a prompt's rows, not a
+/// decoded token's (for which waking the pool would cost more than the work).
+pub const PARALLEL_FROM: usize = 1 << 15;
+
 /// out = x / rms(x) * w, per row of `dim`. The sum of squares is accumulated in f64, as ggml
-/// does: Qwen2's residual stream carries a few values in the thousands.
+/// does: Qwen2's residual stream carries a few values in the thousands. Rows are independent:
+/// a prompt's are normalized in parallel, with the same results.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let dim = w.len();
+    if x.len() >= PARALLEL_FROM && x.len() > dim {
+        use rayon::prelude::*;
+        let rows = (PARALLEL_FROM / 4 / dim).max(1) * dim;
+        x.par_chunks(rows)
+            .zip(out.par_chunks_mut(rows))
+            .for_each(|(x, out)| rms_norm_rows(x, w, eps, out));
+        return;
+    }
+    rms_norm_rows(x, w, eps, out)
+}
+
+fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let dim = w.len();
     for (xr, or) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
         let ss: f64 = xr.iter().map(|v| (v * v) as f64).sum::<f64>();

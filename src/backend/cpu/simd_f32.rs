@@ -440,6 +440,15 @@ pub fn weighted_sum(
 /// `exp` per value was about 2% of a token; the AVX2 path uses [`exp256`] (within 2 ulp).
 pub fn swiglu(gate: &mut [f32], up: &[f32]) {
     assert_eq!(gate.len(), up.len(), "swiglu: gate and up lengths");
+    if gate.len() >= super::ops::PARALLEL_FROM {
+        // A prompt's: in parallel (element-wise, so the same results).
+        use rayon::prelude::*;
+        let per = super::ops::PARALLEL_FROM / 4;
+        gate.par_chunks_mut(per)
+            .zip(up.par_chunks(per))
+            .for_each(|(g, u)| swiglu(g, u));
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA; the loop reads and writes whole chunks of 8
