@@ -264,13 +264,10 @@ impl Qwen2 {
         let pos0 = st.len;
         st.rope.ensure(hp.head_dim, hp.rope_theta, pos0 + n);
         let x = sized(&mut st.x, n * e);
-        for (t, &tok) in tokens.iter().enumerate() {
-            if tok as usize >= hp.n_vocab {
-                bail!("token id {tok} is outside the vocabulary ({})", hp.n_vocab);
-            }
-            self.token_embd
-                .row(f, tok as usize, &mut x[t * e..(t + 1) * e])?;
+        if let Some(&tok) = tokens.iter().find(|&&t| t as usize >= hp.n_vocab) {
+            bail!("token id {tok} is outside the vocabulary ({})", hp.n_vocab);
         }
+        self.token_embd.rows_then_release(f, tokens, x)?;
         for (li, layer) in self.layers[..self.n_cpu_layers()].iter().enumerate() {
             let h = sized(&mut st.h, n * e);
             ops::rms_norm(&st.x[..n * e], &layer.attn_norm, hp.eps, h);

@@ -42,6 +42,22 @@ impl Mat {
         matmul::dequantize_row(&self.view(f), r, out)
     }
 
+    /// Rows of a lookup table read from the file's map ([`Mat::row`]), dequantized into `out`
+    /// one after the other; then the table's pages are handed back. The page cache may hold
+    /// a file in 2 MiB folios and map a whole folio at the first touch, so a prompt's few
+    /// hundred embedding rows would otherwise keep most of Qwen's 97 MiB table resident (80
+    /// MiB of the peak RSS of `qrun bench` on Q5_K_S); the next lookup faults its folio back
+    /// in from the page cache.
+    pub fn rows_then_release(&self, f: &GgufFile, rows: &[u32], out: &mut [f32]) -> Result<()> {
+        for (&r, o) in rows.iter().zip(out.chunks_exact_mut(self.cols)) {
+            self.row(f, r as usize, o)?;
+        }
+        if self.packed.is_none() {
+            f.release(&self.info);
+        }
+        Ok(())
+    }
+
     /// Replaces the in-place weights by a packed copy when the CPU and type allow it and
     /// `QGGUF_NO_PACK` is unset, then releases the tensor's pages of the map.
     fn pack(&mut self, f: &GgufFile, arena: &Arena) {
