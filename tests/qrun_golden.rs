@@ -186,6 +186,24 @@ fn check_fixture(fixture: &str) {
                 // All texts in one packed batch, as qrun's batch mode runs them.
                 let batch = Batch::new(&all_ids).unwrap();
                 let out = model.encode(&batch, &mut EncoderState::default()).unwrap();
+                // In parts of one or two sequences (as big batches run): the same to the bit.
+                let mut st = EncoderState::default();
+                let longest = batch.seqs.iter().map(|s| s.len()).max().unwrap();
+                for budget in [1, 2 * longest] {
+                    let parts = model.encode_in_parts(&batch, &mut st, budget).unwrap();
+                    assert_eq!(
+                        parts.hidden, out.hidden,
+                        "{fixture}: hidden, parts of {budget}"
+                    );
+                    assert_eq!(
+                        parts.pooled, out.pooled,
+                        "{fixture}: pooled, parts of {budget}"
+                    );
+                    assert_eq!(
+                        parts.logits, out.logits,
+                        "{fixture}: logits, parts of {budget}"
+                    );
+                }
                 for (c, (case, seq)) in cases.iter().zip(&batch.seqs).enumerate() {
                     if let Some(h) = case.get("hidden") {
                         close(

@@ -168,6 +168,14 @@ impl Bert {
                 }
             }
         }
+        // The lookup tables' pages go back to the page cache (see `Mat::rows_then_release`).
+        for table in [
+            Some(&self.token_embd),
+            Some(&self.pos_embd),
+            self.type_embd.as_ref(),
+        ] {
+            table.into_iter().for_each(|t| t.release_if_mapped(f));
+        }
         ops::layer_norm_inplace(x, &self.embd_norm.w, self.embd_norm.b.as_deref(), hp.eps);
         for layer in &self.layers {
             let (q, k, v) = (

@@ -173,13 +173,10 @@ impl ModernBert {
                 );
             }
         }
-        for (t, &tok) in batch.tokens.iter().enumerate() {
-            if tok as usize >= hp.n_vocab {
-                bail!("token id {tok} is outside the vocabulary ({})", hp.n_vocab);
-            }
-            self.token_embd
-                .row(f, tok as usize, &mut x[t * e..(t + 1) * e])?;
+        if let Some(&tok) = batch.tokens.iter().find(|&&t| t as usize >= hp.n_vocab) {
+            bail!("token id {tok} is outside the vocabulary ({})", hp.n_vocab);
         }
+        self.token_embd.rows_then_release(f, &batch.tokens, x)?;
         ops::layer_norm_inplace(x, &self.embd_norm.w, self.embd_norm.b.as_deref(), hp.eps);
         // Each token's position in its sequence, and the rotary angles up to the longest.
         let mut positions = vec![0usize; n];

@@ -52,10 +52,15 @@ impl Mat {
         for (&r, o) in rows.iter().zip(out.chunks_exact_mut(self.cols)) {
             self.row(f, r as usize, o)?;
         }
+        self.release_if_mapped(f);
+        Ok(())
+    }
+
+    /// Hands the table's pages of the file's map back (nothing when it is packed).
+    pub fn release_if_mapped(&self, f: &GgufFile) {
         if self.packed.is_none() {
             f.release(&self.info);
         }
-        Ok(())
     }
 
     /// Replaces the in-place weights by a packed copy when the CPU and type allow it and
