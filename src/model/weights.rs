@@ -84,10 +84,12 @@ impl Mat {
         let src = f.tensor_data(&self.info);
         let src_unit = ty.row_bytes(cols).expect("validated") * m.unit_rows();
         let dst_unit = m.unit_bytes();
-        // In slices of about 32 MiB of the file, each released once packed: the packed copy
+        // In slices of about 8 MiB of the file, each released once packed: the packed copy
         // and the file's pages of a big matrix (a 272 MiB F16 embedding) never both stay
-        // resident, so peak memory grows by one slice, not by the matrix.
-        let units_per_slice = ((32 << 20) / src_unit.max(1)).max(1);
+        // resident, so peak memory grows by one slice, not by the matrix. (The peak is the
+        // last slice of the last matrix, with every packed copy made: 32 MiB slices put
+        // Qwen's IQ4_NL decoder 5 MiB over file + KV cache + 64 MiB in one run.)
+        let units_per_slice = ((8 << 20) / src_unit.max(1)).max(1);
         let slices = m
             .bytes_mut()
             .chunks_mut(units_per_slice * dst_unit)
