@@ -141,6 +141,9 @@ impl Model {
                     .collect(),
             };
             let o = self.encode_pass(&part, st)?;
+            if first == 0 {
+                out.hidden.reserve_exact(batch.n_tokens() * o.dim);
+            }
             out.dim = o.dim;
             out.n_labels = o.n_labels;
             out.hidden.extend_from_slice(&o.hidden);

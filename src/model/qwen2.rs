@@ -140,7 +140,10 @@ impl Qwen2 {
             )
         } else {
             let t = if l.has("cls.output.weight") {
-                l.lookup_table("token_embd.weight", e, hp.n_vocab)?
+                let mut t = l.lookup_table("token_embd.weight", e, hp.n_vocab)?;
+                // Also the head of a generate: its pages stay mapped between tokens.
+                t.lookup_only = false;
+                t
             } else {
                 l.mat("token_embd.weight", e, hp.n_vocab)?
             };

@@ -20,6 +20,9 @@ pub struct Mat {
     pub rows: usize,
     pub cols: usize,
     pub packed: Option<Arc<PackedMatrix>>,
+    /// Only ever read by rows ([`Loader::lookup_table`]): its pages of the file's map are
+    /// handed back after each lookup. False for a table that is also an output head.
+    pub lookup_only: bool,
 }
 
 impl Mat {
@@ -56,9 +59,10 @@ impl Mat {
         Ok(())
     }
 
-    /// Hands the table's pages of the file's map back (nothing when it is packed).
+    /// Hands a lookup-only table's pages of the file's map back (nothing when it is packed,
+    /// or also a head whose products would fault the whole table back in).
     pub fn release_if_mapped(&self, f: &GgufFile) {
-        if self.packed.is_none() {
+        if self.lookup_only && self.packed.is_none() {
             f.release(&self.info);
         }
     }
@@ -99,8 +103,8 @@ impl Mat {
             dst.par_chunks_exact_mut(dst_unit)
                 .zip(src.par_chunks(src_unit))
                 .for_each(|(dst, src)| packed::pack_unit(ty, cols, layout, src, dst));
+            f.release_part(&self.info, done, done + src.len());
             done += src.len();
-            f.release_part(&self.info, 0, done);
         }
         f.release(&self.info);
         self.packed = Some(Arc::new(m));
@@ -250,6 +254,7 @@ impl<'a> Loader<'a> {
             rows,
             cols,
             packed: None,
+            lookup_only: !pack,
         };
         if pack {
             m.pack(self.f, &self.arena);

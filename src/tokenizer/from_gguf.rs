@@ -1,7 +1,8 @@
 //! Rebuilds a Hugging Face `tokenizer.json` (and `tokenizer_config.json`) from the tokenizer
 //! metadata llama.cpp stores in GGUF: byte-level BPE (`tokenizer.ggml.model = "gpt2"`, with the
-//! pre-tokenizer named by `tokenizer.ggml.pre`) and WordPiece (`"bert"`). Used by
-//! `qconvert export` and by qrun when no tokenizer.json sits beside a model.
+//! pre-tokenizer named by `tokenizer.ggml.pre`) and WordPiece (`"bert"`). `qconvert export`
+//! writes them; qrun, when no tokenizer.json sits beside a model, builds the same tokenizer
+//! directly ([`tokenizer`]).
 
 use crate::gguf::{Array, Value};
 use anyhow::{bail, Context, Result};
@@ -310,7 +311,7 @@ pub fn tokenizer(m: &(impl Meta + ?Sized)) -> Result<tokenizers::Tokenizer> {
     });
     let mut tok = tokenizers::Tokenizer::from_bytes(serde_json::to_vec(&skeleton)?)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut vocab = ahash::AHashMap::with_capacity(tokens.len());
+    let mut vocab = tokenizers::models::bpe::Vocab::with_capacity(tokens.len());
     let mut added = Vec::new();
     for (i, (t, &ty)) in tokens.iter().zip(&types).enumerate() {
         if is_filler(t, ty) {

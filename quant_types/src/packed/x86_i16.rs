@@ -477,7 +477,8 @@ unsafe fn gemm_typed<W: WovenTile, const T: usize>(
 
 /// # Safety
 /// The CPU runs `super::x86`'s instructions; `w` is interleaved, `rows.start` a multiple of
-/// 16, and `w`, `rows`, `a`, `out` passed `super::check`; `s` keeps every write inside `out`.
+/// 16, and `w`, `rows`, `a`, `out` passed `super::check` (or, for a window of tokens, the same
+/// assertions in `gemm_token_major_tokens`); `s` keeps every write inside `out`.
 pub(super) unsafe fn gemm(
     w: &PackedMatrix,
     rows: Range<usize>,

@@ -394,7 +394,8 @@ fn packed_by_tokens(
     threads: usize,
 ) -> bool {
     let rows = w.rows();
-    // Two chunks per thread for balance, each whole tiles of 8 tokens.
+    // Two chunks per thread for balance, each a multiple of 8 tokens (the 32-weight types'
+    // token tile; K-quants tile 6 and finish a chunk with smaller tiles).
     let per = n.div_ceil(2 * threads).div_ceil(8) * 8;
     let native = std::sync::atomic::AtomicBool::new(true);
     y[..n * rows]
@@ -413,8 +414,9 @@ fn packed_by_tokens(
 /// Tokens per pass of an F16 product over a batch (its float activations are copied per pass).
 const F16_TOKENS: usize = 512;
 
-/// The product on packed weights: activations quantized once, rows split over threads in
-/// chunks; each chunk runs the register-tiled kernel over all tokens.
+/// The product on packed weights: activations quantized once, then a long batch on the
+/// interleaved kernels split over threads by tokens ([`packed_by_tokens`]), anything else by
+/// rows in chunks, each chunk running the register-tiled kernel over all tokens.
 fn packed_matmul(
     w: &PackedMatrix,
     x: &[f32],
@@ -438,7 +440,8 @@ fn packed_matmul(
     quantize_packed_acts(w, x, n, s);
     let threads = rayon::current_num_threads().max(1);
     if n > 1 && w.layout().token_major() {
-        if n >= TOKEN_SPLIT_MIN * threads && packed_by_tokens(w, &s.packed_acts, n, y, threads) {
+        let long = n >= TOKEN_SPLIT_MIN * threads && rows > 0;
+        if long && packed_by_tokens(w, &s.packed_acts, n, y, threads) {
             return Ok(());
         }
         packed_token_major_parallel(w, &s.packed_acts, n, y, &mut s.transposed, threads);
