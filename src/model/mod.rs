@@ -113,8 +113,8 @@ impl Model {
     /// `max_tokens` tokens (a longer sequence is a part alone). Sequences never see each
     /// other and every product computes each token alike, so the outputs are the same to the
     /// bit as in one pass; activation buffers are sized by the part: `qrun bench --batch 32
-    /// -p 128` on the ModernBERT-base shape in Q8_0 peaked at 349 MB resident in one pass, at
-    /// 204 MB in parts of 512 tokens, at the same speed.
+    /// -p 128` on the ModernBERT-base shape in Q8_0 peaked at 340 MiB resident in one pass, at
+    /// 200 MiB in parts of 512 tokens, at the same speed.
     pub fn encode_in_parts(
         &self,
         batch: &encoder::Batch,
