@@ -37,6 +37,8 @@ mod x86;
 mod x86_avx2;
 #[cfg(target_arch = "x86_64")]
 mod x86_i16;
+#[cfg(target_arch = "x86_64")]
+mod x86_woven_avx2;
 
 pub use arena::{Arena, ArenaSlice};
 pub use layout::{pack_row, pack_unit, packed_row_bytes, Layout, PackedMatrix};
@@ -94,7 +96,7 @@ impl Kernels {
 
     /// Whether these kernels read [`Layout::Interleaved16`] (for the types it serves).
     pub(crate) fn interleaves(self) -> bool {
-        self == Kernels::Avx512Vnni
+        matches!(self, Kernels::Avx512Vnni | Kernels::Avx2)
     }
 
     /// Whether this CPU runs these kernels.
@@ -452,9 +454,15 @@ fn woven(
             first: tokens.start,
             end: tokens.end,
         };
-        // SAFETY: the CPU has the instructions; shapes were checked, `rows.start` is a unit
-        // boundary, and the strides keep every write inside `out`.
-        unsafe { x86_i16::gemm(w, rows.clone(), a, out, s) };
+        // SAFETY: the CPU has the instructions (`runs_here`); shapes were checked,
+        // `rows.start` is a unit boundary, and the strides keep every write inside `out`.
+        unsafe {
+            if k == Kernels::Avx2 {
+                x86_woven_avx2::gemm(w, rows.clone(), a, out, s)
+            } else {
+                x86_i16::gemm(w, rows.clone(), a, out, s)
+            }
+        };
         return true;
     }
     false
