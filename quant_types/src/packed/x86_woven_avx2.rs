@@ -116,11 +116,14 @@ unsafe fn mul_u(w: __m256i, x: __m256i) -> __m256i {
     _mm256_maddubs_epi16(w, x)
 }
 
-/// Signed levels `w` times i8 activations `x`, widened to i32 lanes (sign trick:
-/// |x| * (sign(x) * w), at most 2 * 128 * 127 per pair).
+/// Signed levels `w` (with `aw` = |w|) times i8 activations `x`, widened to i32 lanes: ggml's
+/// sign trick with the roles turned, |w| * (sign(w) * x). |w| is computed once per register of
+/// levels and serves every token of the tile; sign(w) * x cannot wrap, since the activations
+/// of these types (ggml's Q8_0 blocks) lie in -127..=127, and a level of -128 (which ggml's
+/// quantizers never write, but a file may hold) still multiplies exactly as |w| = 128.
 #[inline(always)]
-unsafe fn mul_s(w: __m256i, x: __m256i) -> __m256i {
-    let p = _mm256_maddubs_epi16(_mm256_abs_epi8(x), _mm256_sign_epi8(w, x));
+unsafe fn mul_s(aw: __m256i, w: __m256i, x: __m256i) -> __m256i {
+    let p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(x, w));
     _mm256_madd_epi16(p, _mm256_set1_epi16(1))
 }
 
@@ -197,6 +200,7 @@ unsafe fn tile32<W: Blocks32, const T: usize, const H: usize>(
         Some(t) => _mm256_broadcastsi128_si256(_mm_loadu_si128(t.as_ptr() as *const __m128i)),
         None => _mm256_setzero_si256(),
     };
+    let abs_table = _mm256_abs_epi8(table);
     let g = Woven::of(W::TY);
     let bb = g.block_bytes();
     for b in 0..nb {
@@ -225,9 +229,10 @@ unsafe fn tile32<W: Blocks32, const T: usize, const H: usize>(
                 for hh in 0..H {
                     let w = _mm256_loadu_si256(lv.add(64 * kg + 32 * (h0 + hh)) as *const __m256i);
                     let w = _mm256_xor_si256(w, _mm256_set1_epi8(-128));
+                    let aw = _mm256_abs_epi8(w);
                     for t in 0..T {
                         let xq = quad(x.q[t].add(e + 4 * kg));
-                        ia[t][hh] = _mm256_add_epi32(ia[t][hh], mul_s(w, xq));
+                        ia[t][hh] = _mm256_add_epi32(ia[t][hh], mul_s(aw, w, xq));
                     }
                 }
             }
@@ -235,14 +240,18 @@ unsafe fn tile32<W: Blocks32, const T: usize, const H: usize>(
             for p in 0..4 {
                 for hh in 0..H {
                     let (lo, hi) = nibble_pair(lv.add(64 * p), h0 + hh);
+                    let (alo, ahi) = (
+                        _mm256_shuffle_epi8(abs_table, lo),
+                        _mm256_shuffle_epi8(abs_table, hi),
+                    );
                     let (lo, hi) = (
                         _mm256_shuffle_epi8(table, lo),
                         _mm256_shuffle_epi8(table, hi),
                     );
                     for t in 0..T {
                         let v = _mm256_add_epi32(
-                            mul_s(lo, quad(x.q[t].add(e + 8 * p))),
-                            mul_s(hi, quad(x.q[t].add(e + 8 * p + 4))),
+                            mul_s(alo, lo, quad(x.q[t].add(e + 8 * p))),
+                            mul_s(ahi, hi, quad(x.q[t].add(e + 8 * p + 4))),
                         );
                         ia[t][hh] = _mm256_add_epi32(ia[t][hh], v);
                     }
