@@ -24,8 +24,10 @@
 //! | F16 | | for column k: the 16 rows' f16 weights (32 B) |
 //!
 //! 4-bit levels of a sub-block: for pair p of k-groups, 64 bytes, byte 4r + j holds element
-//! 8p + j of row r in its low nibble and element 8p + 4 + j in its high one. Fifth bits: bit
-//! 4r + j of u64 g is element 4g + j's. Q6_K tops: byte 4r + j holds the top two bits of
+//! 8p + j of row r in its low nibble and element 8p + 4 + j in its high one. Fifth bits, as
+//! masks: bit 4r + j of u64 g is element 4g + j's; or, in processes whose fastest kernels are
+//! AVX2 ([`fifth_planes`]), as bit planes: bit g of byte 4r + j is element 4g + j's (the same
+//! 64 bytes, transposed). Q6_K tops: byte 4r + j holds the top two bits of
 //! element 4g + j at bits 2g, g = 0..4. Levels are unsigned: Q4_0's nibbles (offset 8), indices
 //! into IQ4_NL's and NF4's tables of levels + 128, Q5_0's (offset 16), Q8_0 + 128, K-quants'
 //! own (Q6_K offset 32); Q4_1 and Q5_1 add their minimum instead of an offset.
@@ -112,8 +114,16 @@ pub(crate) const fn has_min(ty: GgmlType) -> bool {
 }
 
 /// Whether levels carry a fifth bit.
-const fn has_fifth(ty: GgmlType) -> bool {
+pub(crate) const fn has_fifth(ty: GgmlType) -> bool {
     matches!(ty, GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q5_K)
+}
+
+/// Whether this process packs fifth bits as bit planes rather than masks (see the module
+/// notes): where the AVX2 kernels are the fastest, the only ones that read planes. AVX-512
+/// turns a 64-bit mask into 64 bytes in one instruction; AVX2 needs five per 32 bytes, but
+/// from a plane only a shift and a mask. Fixed for the process, so packing and reading agree.
+pub(crate) fn fifth_planes() -> bool {
+    super::Kernels::best() == super::Kernels::Avx2
 }
 
 /// Writes row `r`'s header fields of one block: for the 32-weight types the f16 scale bits of
@@ -230,7 +240,12 @@ fn weave_levels(ty: GgmlType, lv: &[u8], r: usize, sub: &mut [u8]) {
         let v = (word(8 * p) & 0x0F0F_0F0F) | (word(8 * p + 4) & 0x0F0F_0F0F) << 4;
         sub[64 * p + 4 * r..64 * p + 4 * r + 4].copy_from_slice(&v.to_le_bytes());
     }
-    if has_fifth(ty) {
+    if has_fifth(ty) && fifth_planes() {
+        // Byte 4r + j, bit kg: the fifth bit of level 4kg + j.
+        let planes =
+            (0..lv.len() / 4).fold(0u32, |m, kg| m | ((word(4 * kg) >> 4) & 0x0101_0101) << kg);
+        sub[256 + 4 * r..256 + 4 * r + 4].copy_from_slice(&planes.to_le_bytes());
+    } else if has_fifth(ty) {
         // Bits 4r..4r+4 of u64 kg: half of byte r / 2. The multiply gathers bit 0 of each of
         // the four bytes into bits 24..28 (the other partial products fall elsewhere).
         for kg in 0..lv.len() / 4 {
@@ -266,7 +281,9 @@ fn stored_levels(w: &PackedMatrix, r: usize) -> Vec<u8> {
                 let (at, shift) = nibble_at(e, i);
                 *v = (sub[at] >> shift) & 15;
                 let bit = 4 * i + e % 4;
-                if has_fifth(ty) {
+                if has_fifth(ty) && fifth_planes() {
+                    *v |= ((sub[256 + bit] >> (e / 4)) & 1) << 4;
+                } else if has_fifth(ty) {
                     *v |= ((sub[256 + 8 * (e / 4) + bit / 8] >> (bit % 8)) & 1) << 4;
                 } else if ty == GgmlType::Q6_K {
                     *v |= ((sub[128 + bit] >> (2 * (e / 4))) & 3) << 4;

@@ -99,6 +99,15 @@ impl Kernels {
         matches!(self, Kernels::Avx512Vnni | Kernels::Avx2)
     }
 
+    /// Whether these kernels read `ty`'s interleaved blocks as this process packs them: the
+    /// fifth bits of Q5 types come as bit planes for the AVX2 kernels, as masks for AVX-512
+    /// (`interleaved::fifth_planes`); the others fall back to [`gemm_ref`].
+    pub(crate) fn weaves(self, ty: GgmlType) -> bool {
+        self.interleaves()
+            && (!interleaved::has_fifth(ty)
+                || (self == Kernels::Avx2) == interleaved::fifth_planes())
+    }
+
     /// Whether this CPU runs these kernels.
     pub(crate) fn runs_here(self) -> bool {
         match self {
@@ -433,7 +442,7 @@ fn woven(
     let Placement { tokens, tok, row } = place;
     #[cfg(target_arch = "x86_64")]
     if w.layout() == Layout::Interleaved16
-        && k.interleaves()
+        && k.weaves(w.ty())
         && k.runs_here()
         && rows.start.is_multiple_of(interleaved::ROWS)
     {

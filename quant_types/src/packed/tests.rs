@@ -199,7 +199,7 @@ fn interleaved_products_equal_the_reference() {
                 for k in std::iter::once(Kernels::Reference).chain(kernels_here()) {
                     let what = format!("{ty} {rows}x{cols}, n={n}, {k:?}");
                     let close = |what: &str, got: &[f32]| {
-                        let tol = if k.interleaves() { 2e-4 } else { 2e-3 };
+                        let tol = if k.weaves(ty) { 2e-4 } else { 2e-3 };
                         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                             assert!(
                                 (g - w).abs() <= tol * (1.0 + w.abs()),

@@ -92,21 +92,28 @@ unsafe fn nibble_pair(p: *const u8, h: usize) -> (__m256i, __m256i) {
     )
 }
 
-/// 0x10 in byte i where bit i of the 32-bit word at `p` is set: the fifth bits of half a
-/// k-group (bit 4r + j of the unit's u64 is byte 4r + j of the half's register).
+/// The fifth bits of k-group `k` (0..8) of a sub-block, as 0x10 in each level byte, from the
+/// half's bit planes (bit k of each byte; `interleaved::fifth_planes`). 16-bit shifts by at
+/// most 4 keep bit 4 of each byte within its own byte.
 #[inline(always)]
-unsafe fn fifth_bits(p: *const u8) -> __m256i {
-    let x = (p as *const i32).read_unaligned();
-    let shuf = _mm256_set_epi64x(
-        0x0303030303030303,
-        0x0202020202020202,
-        0x0101010101010101,
-        0,
-    );
-    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x), shuf);
-    let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
-    let set = _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1));
-    _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+unsafe fn fifth(planes: __m256i, k: usize) -> __m256i {
+    let v = match k {
+        0 => _mm256_slli_epi16(planes, 4),
+        1 => _mm256_slli_epi16(planes, 3),
+        2 => _mm256_slli_epi16(planes, 2),
+        3 => _mm256_slli_epi16(planes, 1),
+        4 => planes,
+        5 => _mm256_srli_epi16(planes, 1),
+        6 => _mm256_srli_epi16(planes, 2),
+        _ => _mm256_srli_epi16(planes, 3),
+    };
+    _mm256_and_si256(v, _mm256_set1_epi8(0x10))
+}
+
+/// The bit planes of half `h` of a Q5 sub-block whose levels start at `lv`.
+#[inline(always)]
+unsafe fn planes(lv: *const u8, h: usize) -> __m256i {
+    _mm256_loadu_si256(lv.add(256 + 32 * h) as *const __m256i)
 }
 
 /// Sum of u8 levels `w` times i8 activations `x` in i16 pairs (no saturation for the callers'
@@ -268,9 +275,9 @@ unsafe fn tile32<W: Blocks32, const T: usize, const H: usize>(
                         let h = h0 + hh;
                         let (mut lo, mut hi) = nibble_pair(lv.add(64 * p), h);
                         if W::FIFTH {
-                            let bits = |k: usize| lv.add(256 + 8 * k + 4 * h);
-                            lo = _mm256_or_si256(lo, fifth_bits(bits(2 * p)));
-                            hi = _mm256_or_si256(hi, fifth_bits(bits(2 * p + 1)));
+                            let f = planes(lv, h);
+                            lo = _mm256_or_si256(lo, fifth(f, 2 * p));
+                            hi = _mm256_or_si256(hi, fifth(f, 2 * p + 1));
                         }
                         for t in 0..T {
                             let v = _mm256_add_epi16(
@@ -348,9 +355,9 @@ unsafe fn tile_k<const Q5: bool, const T: usize, const H: usize>(
                     for p in p0..p0 + span {
                         let (mut lo, mut hi) = nibble_pair(lv.add(64 * p), h);
                         if Q5 {
-                            let bits = |k: usize| lv.add(256 + 8 * k + 4 * h);
-                            lo = _mm256_or_si256(lo, fifth_bits(bits(2 * p)));
-                            hi = _mm256_or_si256(hi, fifth_bits(bits(2 * p + 1)));
+                            let f = planes(lv, h);
+                            lo = _mm256_or_si256(lo, fifth(f, 2 * p));
+                            hi = _mm256_or_si256(hi, fifth(f, 2 * p + 1));
                         }
                         for t in 0..T {
                             let v = _mm256_add_epi16(
@@ -641,7 +648,7 @@ pub(super) unsafe fn gemm(
         GgmlType::Q4_1 => gemm_typed::<B32<WQ4_1>, 4>(w, rows, a, out, s),
         GgmlType::Q5_0 => gemm_typed::<B32<WQ5_0>, 4>(w, rows, a, out, s),
         GgmlType::Q5_1 => gemm_typed::<B32<WQ5_1>, 4>(w, rows, a, out, s),
-        GgmlType::Q8_0 => gemm_typed::<B32<WQ8_0>, 4>(w, rows, a, out, s),
+        GgmlType::Q8_0 => gemm_typed::<B32<WQ8_0>, 3>(w, rows, a, out, s),
         GgmlType::IQ4_NL => gemm_typed::<B32<WIq4Nl>, 4>(w, rows, a, out, s),
         GgmlType::NF4 => gemm_typed::<B32<WNf4>, 4>(w, rows, a, out, s),
         GgmlType::Q4_K => gemm_typed::<KQuant<false>, 4>(w, rows, a, out, s),
