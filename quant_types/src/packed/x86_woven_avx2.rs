@@ -243,6 +243,25 @@ unsafe fn tile32<W: Blocks32, const T: usize, const H: usize>(
                     }
                 }
             }
+        } else if W::SIGNED && T == 1 && H == 2 {
+            // Decoding, both halves: |x| once per k-group for both, and sign(x) * w per
+            // register (the tables hold no -128, so the sign cannot wrap).
+            for p in 0..4 {
+                let ax = [0, 4].map(|o| quad(x.q[0].add(e + 8 * p + o)));
+                let abs_x = ax.map(|v| _mm256_abs_epi8(v));
+                for hh in 0..H {
+                    let (lo, hi) = nibble_pair(lv.add(64 * p), h0 + hh);
+                    let (lo, hi) = (
+                        _mm256_shuffle_epi8(table, lo),
+                        _mm256_shuffle_epi8(table, hi),
+                    );
+                    let v = _mm256_add_epi32(
+                        widen(_mm256_maddubs_epi16(abs_x[0], _mm256_sign_epi8(lo, ax[0]))),
+                        widen(_mm256_maddubs_epi16(abs_x[1], _mm256_sign_epi8(hi, ax[1]))),
+                    );
+                    ia[0][hh] = _mm256_add_epi32(ia[0][hh], v);
+                }
+            }
         } else if W::SIGNED {
             for p in 0..4 {
                 for hh in 0..H {
