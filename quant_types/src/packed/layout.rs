@@ -100,8 +100,9 @@ pub(crate) fn geometry(ty: GgmlType) -> Geometry {
 pub enum Layout {
     /// Row after row, each in the groups this module describes (every packed type).
     Rows,
-    /// Sixteen rows woven together per 32 weights (`super::interleaved`): Q4_0, Q8_0, IQ4_NL
-    /// and NF4 on CPUs with AVX-512 VNNI, where one `vpdpbusd` then serves 16 rows at once.
+    /// Sixteen rows woven together per block (`super::interleaved`): every packed type on
+    /// x86 CPUs with AVX-512 VNNI or AVX2, where one `vpdpbusd` then serves 16 rows at once,
+    /// or one `vpmaddubsw` 8.
     Interleaved16,
 }
 

@@ -13,11 +13,13 @@
 //! through the activation sums that ggml's activation blocks already carry.
 //!
 //! Two layouts ([`Layout`]): rows (described above and in `layout.rs`), and 16 rows woven
-//! together (`interleaved.rs`), which CPUs with AVX-512 VNNI read (`x86_i16.rs`: one `vpdpbusd`
-//! serves 16 rows, block sums stay in integers, outputs come token-major; about 3x the row
-//! kernels' prefill throughput). Kernels on the row layout: AVX-512 VNNI (`x86.rs`), else AVX2 +
-//! FMA + F16C (`x86_avx2.rs`, `vpmaddubsw`), else none ([`available`] is false and callers keep
-//! ggml's blocks).
+//! together (`interleaved.rs`), which the x86 kernels read: AVX-512 VNNI (`x86_i16.rs`: one
+//! `vpdpbusd` serves 16 rows, block sums stay in integers, outputs come token-major; about 3x
+//! the row kernels' prefill throughput) and AVX2 + FMA + F16C (`x86_woven_avx2.rs`: one
+//! `vpmaddubsw` serves 8 rows, sub-block sums in i16; 1.5-3.5x the AVX2 row kernels). Kernels
+//! on the row layout, kept for measuring the difference (`QGGUF_PACK_LAYOUT=rows`): AVX-512
+//! VNNI (`x86.rs`) and AVX2 (`x86_avx2.rs`). Elsewhere none ([`available`] is false and
+//! callers keep ggml's blocks).
 //!
 //! Numerics: activations are quantized exactly as for [`crate::BlockFormat::vec_dot`] (the
 //! weight type's own activation format, ggml's rounding), and every sub-block product is exact

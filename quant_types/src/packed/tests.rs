@@ -256,3 +256,35 @@ fn interleaved_products_equal_the_reference() {
     }
     assert!(PackedMatrix::alloc_with(BF16, 16, 256, Layout::Interleaved16).is_none());
 }
+
+/// Q8_0 levels of -128: ggml's quantizers never write them, but a file may hold them, and the
+/// kernels' sign trick must still multiply them exactly (|w| = 128 fits the unsigned operand).
+#[test]
+fn q8_0_levels_of_minus_128_multiply_exactly() {
+    let (rows, cols, n) = (16, 256, 5);
+    let ty = GgmlType::Q8_0;
+    let rb = ty.row_bytes(cols).unwrap();
+    let mut w = vec![0u8; rows * rb];
+    let f = data(rows * cols, 21);
+    dynamic::quantize(ty, &f, &mut w).unwrap();
+    // Every 7th level becomes -128 (bytes 2.. of each 34-byte block are the levels).
+    for (i, blk) in w.chunks_exact_mut(34).enumerate() {
+        for (j, q) in blk[2..].iter_mut().enumerate() {
+            if (i + j) % 7 == 0 {
+                *q = 0x80;
+            }
+        }
+    }
+    let x = data(n * cols, 22);
+    let want = reference(ty, &w, rows, cols, &x, n);
+    let mut acts = PackedActs::default();
+    acts.quantize(ty, &x, n, cols);
+    for layout in [Layout::Rows, Layout::Interleaved16] {
+        let m = PackedMatrix::pack_with(ty, rows, cols, &w, layout).unwrap();
+        for k in kernels_here() {
+            let mut got = vec![0f32; rows * n];
+            gemm_on(k, &m, 0..rows, &acts, &mut got);
+            check_close(&format!("Q8_0 with -128, {layout:?}, {k:?}"), &got, &want);
+        }
+    }
+}

@@ -12,7 +12,9 @@
 //! the tables of IQ4_NL and NF4) would saturate as unsigned bytes: they are multiplied signed
 //! with ggml's sign trick (|x| times sign(x) * w), one widening per four weights. K-quant
 //! sub-block scales are applied in integers (`vpmaddwd` by the scale instead of by ones), so
-//! the float work is once per super-block and token.
+//! the float work is once per super-block and token. Q5 types' fifth bits are read as bit
+//! planes (`interleaved::fifth_planes`, how processes whose best kernels are these pack them):
+//! a shift and a mask per register.
 //!
 //! A tile is one unit of 16 rows by T tokens. Decoding (T = 1) reads both 8-row halves in one
 //! pass, streaming the unit once; prefill tiles take one half at a time, so that T tokens'
