@@ -89,6 +89,14 @@ fn added_token(id: usize, content: &str, special: bool) -> Json {
     })
 }
 
+/// The pre-tokenizer llama.cpp's converter named in `tokenizer.ggml.pre` ("default" where
+/// the key is absent).
+fn pre_tokenizer_name(m: &(impl Meta + ?Sized)) -> &str {
+    m.meta("tokenizer.ggml.pre")
+        .and_then(Value::as_str)
+        .unwrap_or("default")
+}
+
 /// `tokenizer.json` and `tokenizer_config.json` rebuilt from GGUF tokenizer metadata.
 pub fn tokenizer_files(m: &(impl Meta + ?Sized)) -> Result<(Json, Json)> {
     let model = m
@@ -99,10 +107,7 @@ pub fn tokenizer_files(m: &(impl Meta + ?Sized)) -> Result<(Json, Json)> {
         )?;
     let tokens = strings(m, "tokenizer.ggml.tokens")?;
     let types = token_types(m, tokens.len())?;
-    let pre = m
-        .meta("tokenizer.ggml.pre")
-        .and_then(Value::as_str)
-        .unwrap_or("default");
+    let pre = pre_tokenizer_name(m);
     let token_at = |key: &str| id_of(m, key).and_then(|i| tokens.get(i as usize)).cloned();
     let bos = token_at("tokenizer.ggml.bos_token_id");
     let eos = token_at("tokenizer.ggml.eos_token_id");
@@ -290,10 +295,7 @@ pub fn tokenizer(m: &(impl Meta + ?Sized)) -> Result<tokenizers::Tokenizer> {
     }
     let tokens = strings(m, "tokenizer.ggml.tokens")?;
     let types = token_types(m, tokens.len())?;
-    let pre = m
-        .meta("tokenizer.ggml.pre")
-        .and_then(Value::as_str)
-        .unwrap_or("default");
+    let pre = pre_tokenizer_name(m);
     let token_at = |key: &str| id_of(m, key).and_then(|i| tokens.get(i as usize)).cloned();
     let (bos, eos) = (
         token_at("tokenizer.ggml.bos_token_id"),

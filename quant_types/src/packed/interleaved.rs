@@ -87,6 +87,18 @@ impl Woven {
     pub(crate) const fn block_bytes(self) -> usize {
         self.header + self.block / self.sub * self.sub_bytes
     }
+
+    /// The loop bounds of a product with rows of `cols` weights of `ty` against activations
+    /// padded to `kp`: blocks per row (F16: columns), and activation bytes per token (int8
+    /// levels; F16: floats), which size the kernels' token blocks.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only the x86 kernels
+    pub(crate) fn product_geometry(ty: GgmlType, cols: usize, kp: usize) -> (usize, usize) {
+        if ty == GgmlType::F16 {
+            (cols, 4 * kp)
+        } else {
+            (cols / Woven::of(ty).block, kp)
+        }
+    }
 }
 
 /// Bytes of one unit of rows of `cols` weights.
@@ -208,6 +220,7 @@ pub fn pack_unit(ty: GgmlType, cols: usize, src: &[u8], dst: &mut [u8]) {
     }
     let g = Woven::of(ty);
     let bb = g.block_bytes();
+    let planes = fifth_planes();
     let mut u = Vec::new();
     for (r, row) in src.chunks_exact(src_row).enumerate() {
         row_levels_into(ty, row, cols, &mut u);
@@ -216,16 +229,16 @@ pub fn pack_unit(ty: GgmlType, cols: usize, src: &[u8], dst: &mut [u8]) {
             put_header(ty, row, b, r, &mut blk[..g.header]);
             for (s, sub) in blk[g.header..].chunks_exact_mut(g.sub_bytes).enumerate() {
                 let first = b * g.block + s * g.sub;
-                weave_levels(ty, &u[first..first + g.sub], r, sub);
+                weave_levels(ty, &u[first..first + g.sub], r, sub, planes);
             }
         }
     }
 }
 
 /// Writes row `r`'s levels `lv` of one sub-block into its woven bytes `sub` (whose other rows'
-/// bits are left alone): a loop per k-group rather than per weight, since packing runs over
-/// every weight of the model at load.
-fn weave_levels(ty: GgmlType, lv: &[u8], r: usize, sub: &mut [u8]) {
+/// bits are left alone; fifth bits as planes or masks, [`fifth_planes`]): a loop per k-group
+/// rather than per weight, since packing runs over every weight of the model at load.
+fn weave_levels(ty: GgmlType, lv: &[u8], r: usize, sub: &mut [u8], planes: bool) {
     if ty == GgmlType::Q8_0 {
         for (kg, q) in lv.chunks_exact(4).enumerate() {
             sub[64 * kg + 4 * r..64 * kg + 4 * r + 4].copy_from_slice(q);
@@ -240,11 +253,11 @@ fn weave_levels(ty: GgmlType, lv: &[u8], r: usize, sub: &mut [u8]) {
         let v = (word(8 * p) & 0x0F0F_0F0F) | (word(8 * p + 4) & 0x0F0F_0F0F) << 4;
         sub[64 * p + 4 * r..64 * p + 4 * r + 4].copy_from_slice(&v.to_le_bytes());
     }
-    if has_fifth(ty) && fifth_planes() {
+    if has_fifth(ty) && planes {
         // Byte 4r + j, bit kg: the fifth bit of level 4kg + j.
-        let planes =
+        let bits =
             (0..lv.len() / 4).fold(0u32, |m, kg| m | ((word(4 * kg) >> 4) & 0x0101_0101) << kg);
-        sub[256 + 4 * r..256 + 4 * r + 4].copy_from_slice(&planes.to_le_bytes());
+        sub[256 + 4 * r..256 + 4 * r + 4].copy_from_slice(&bits.to_le_bytes());
     } else if has_fifth(ty) {
         // Bits 4r..4r+4 of u64 kg: half of byte r / 2. The multiply gathers bit 0 of each of
         // the four bytes into bits 24..28 (the other partial products fall elsewhere).
@@ -269,6 +282,7 @@ fn stored_levels(w: &PackedMatrix, r: usize) -> Vec<u8> {
     let unit = w.unit(r / ROWS);
     let i = r % ROWS;
     let g = Woven::of(ty);
+    let planes = fifth_planes();
     let mut u = vec![0u8; w.cols()];
     for (b, blk) in unit.chunks_exact(g.block_bytes()).enumerate() {
         for (s, sub) in blk[g.header..].chunks_exact(g.sub_bytes).enumerate() {
@@ -281,7 +295,7 @@ fn stored_levels(w: &PackedMatrix, r: usize) -> Vec<u8> {
                 let (at, shift) = nibble_at(e, i);
                 *v = (sub[at] >> shift) & 15;
                 let bit = 4 * i + e % 4;
-                if has_fifth(ty) && fifth_planes() {
+                if has_fifth(ty) && planes {
                     *v |= ((sub[256 + bit] >> (e / 4)) & 1) << 4;
                 } else if has_fifth(ty) {
                     *v |= ((sub[256 + 8 * (e / 4) + bit / 8] >> (bit % 8)) & 1) << 4;

@@ -319,7 +319,8 @@ fn resize<T: Copy>(v: &mut Vec<T>, n: usize, zero: T) {
     v.resize(n, zero);
 }
 
-fn check(w: &PackedMatrix, rows: &Range<usize>, a: &PackedActs, out: &[f32]) {
+/// The shapes of a product of `w`'s `rows` with `a`, whatever its output.
+fn check_operands(w: &PackedMatrix, rows: &Range<usize>, a: &PackedActs) {
     assert!(rows.end <= w.rows(), "row range past the matrix");
     assert!(
         a.serves(w.ty()),
@@ -328,6 +329,10 @@ fn check(w: &PackedMatrix, rows: &Range<usize>, a: &PackedActs, out: &[f32]) {
         w.ty()
     );
     assert_eq!(a.cols, w.cols(), "activation length");
+}
+
+fn check(w: &PackedMatrix, rows: &Range<usize>, a: &PackedActs, out: &[f32]) {
+    check_operands(w, rows, a);
     assert_eq!(out.len(), rows.len() * a.n, "output length");
 }
 
@@ -355,14 +360,7 @@ pub fn gemm_token_major_tokens(
     tokens: Range<usize>,
     out: &mut [f32],
 ) -> bool {
-    assert!(rows.end <= w.rows(), "row range past the matrix");
-    assert!(
-        a.serves(w.ty()),
-        "activations quantized for {:?}, not for {}",
-        a.for_type,
-        w.ty()
-    );
-    assert_eq!(a.cols, w.cols(), "activation length");
+    check_operands(w, &rows, a);
     assert!(
         tokens.start <= tokens.end && tokens.end <= a.n,
         "token range"

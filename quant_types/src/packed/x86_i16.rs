@@ -83,23 +83,27 @@ unsafe fn nibble_pair(p: *const u8) -> (__m512i, __m512i) {
     )
 }
 
-/// Per-token pointers into the activations of tokens `t0..t0+T`.
-struct ActRows<const T: usize> {
-    q: [*const i8; T],
-    s32: [*const f32; T],
-    c32: [*const f32; T],
-    off32: [*const i32; T],
-    off16: [*const i32; T],
+/// Per-token pointers into the activations of tokens `t0..t0+T` (both x86 woven kernel sets).
+pub(super) struct ActRows<const T: usize> {
+    pub q: [*const i8; T],
+    pub s32: [*const f32; T],
+    pub c32: [*const f32; T],
+    pub c16: [*const f32; T],
+    pub off32: [*const i32; T],
+    pub off16: [*const i32; T],
 }
 
 impl<const T: usize> ActRows<T> {
+    /// # Safety
+    /// `t0 + T <= a.n`.
     #[inline(always)]
-    unsafe fn new(a: &PackedActs, t0: usize) -> Self {
+    pub unsafe fn new(a: &PackedActs, t0: usize) -> Self {
         let kp = a.kp;
         ActRows {
             q: std::array::from_fn(|t| a.q.as_ptr().add((t0 + t) * kp)),
             s32: std::array::from_fn(|t| a.s32.as_ptr().add((t0 + t) * kp / 32)),
             c32: std::array::from_fn(|t| a.c32.as_ptr().add((t0 + t) * kp / 32)),
+            c16: std::array::from_fn(|t| a.c16.as_ptr().add((t0 + t) * kp / 16)),
             off32: std::array::from_fn(|t| a.off32.as_ptr().add((t0 + t) * kp / 32)),
             off16: std::array::from_fn(|t| a.off16.as_ptr().add((t0 + t) * kp / 16)),
         }
@@ -386,7 +390,7 @@ woven_tile!(Q6, [], GgmlType::Q6_K, tile_q6::<T>);
 /// Decoding streams each unit once from DRAM: asks for the block `PREFETCH` bytes ahead of
 /// `blk` (`bb` bytes), past the 4 KiB pages where the hardware prefetcher stops.
 #[inline(always)]
-unsafe fn prefetch(blk: *const u8, bb: usize) {
+pub(super) unsafe fn prefetch(blk: *const u8, bb: usize) {
     let mut at = 0;
     while at < bb {
         _mm_prefetch(blk.wrapping_add(PREFETCH + at) as *const i8, _MM_HINT_T0);
@@ -394,7 +398,7 @@ unsafe fn prefetch(blk: *const u8, bb: usize) {
     }
 }
 
-const PREFETCH: usize = 1024;
+pub(super) const PREFETCH: usize = 1024;
 
 /// Writes a tile's results: token `t0 + t`, rows `i0..i0 + valid` of the call's range.
 #[inline(always)]
@@ -436,18 +440,7 @@ unsafe fn gemm_typed<W: WovenTile, const T: usize>(
 ) {
     let n = s.end;
     debug_assert!(s.first <= s.end && s.end <= a.n);
-    // Blocks per row (F16: columns).
-    let nb = if W::TY == GgmlType::F16 {
-        w.cols()
-    } else {
-        w.cols() / Woven::of(W::TY).block
-    };
-    // Activation bytes per token: int8 levels, or floats for F16.
-    let act_bytes = if W::TY == GgmlType::F16 {
-        4 * a.kp
-    } else {
-        a.kp
-    };
+    let (nb, act_bytes) = Woven::product_geometry(W::TY, w.cols(), a.kp);
     let block = token_block(act_bytes, T);
     let units = rows.start / ROWS..rows.end.div_ceil(ROWS);
     let mut t_lo = s.first;

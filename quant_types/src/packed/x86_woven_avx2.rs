@@ -31,7 +31,7 @@ use crate::GgmlType;
 use core::arch::x86_64::*;
 use std::ops::Range;
 
-use super::x86_i16::Strides;
+use super::x86_i16::{prefetch, ActRows, Strides, PREFETCH};
 
 /// Rows per half-unit: one register's lanes.
 const HALF: usize = 8;
@@ -167,29 +167,6 @@ unsafe fn both_halves(v: __m256i) -> __m256i {
         _mm256_and_si256(v, _mm256_set1_epi32(0xFFFF)),
         _mm256_slli_epi32::<16>(v),
     )
-}
-
-/// Per-token pointers into the activations of tokens `t0..t0+T`.
-struct ActRows<const T: usize> {
-    q: [*const i8; T],
-    s32: [*const f32; T],
-    c32: [*const f32; T],
-    c16: [*const f32; T],
-    off32: [*const i32; T],
-}
-
-impl<const T: usize> ActRows<T> {
-    #[inline(always)]
-    unsafe fn new(a: &PackedActs, t0: usize) -> Self {
-        let kp = a.kp;
-        ActRows {
-            q: std::array::from_fn(|t| a.q.as_ptr().add((t0 + t) * kp)),
-            s32: std::array::from_fn(|t| a.s32.as_ptr().add((t0 + t) * kp / 32)),
-            c32: std::array::from_fn(|t| a.c32.as_ptr().add((t0 + t) * kp / 32)),
-            c16: std::array::from_fn(|t| a.c16.as_ptr().add((t0 + t) * kp / 16)),
-            off32: std::array::from_fn(|t| a.off32.as_ptr().add((t0 + t) * kp / 32)),
-        }
-    }
 }
 
 /// One tile of a 32-weight type: halves `h0..h0+H` of the unit at `u` (`nb` blocks) times
@@ -398,15 +375,29 @@ unsafe fn tile_k<const Q5: bool, const T: usize, const H: usize>(
                 }
             }
         }
-        for hh in 0..H {
-            let d = f16x8(blk.add(16 * (h0 + hh)));
-            for t in 0..T {
-                let scale = _mm256_mul_ps(d, _mm256_set1_ps(*x.s32[t].add(8 * b)));
-                acc[t][hh] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t][hh]), scale, acc[t][hh]);
-            }
-        }
+        add_super_block(&mut acc, &isum, blk, h0, &x, b);
     }
     acc
+}
+
+/// Adds K-quant super-block `b`'s integer sums (already times their sub-block scales) to
+/// `acc`: times each row's d (the header's first 16 f16) and each token's activation scale.
+#[inline(always)]
+unsafe fn add_super_block<const T: usize, const H: usize>(
+    acc: &mut [[__m256; H]; T],
+    isum: &[[__m256i; H]; T],
+    blk: *const u8,
+    h0: usize,
+    x: &ActRows<T>,
+    b: usize,
+) {
+    for hh in 0..H {
+        let d = f16x8(blk.add(16 * (h0 + hh)));
+        for t in 0..T {
+            let scale = _mm256_mul_ps(d, _mm256_set1_ps(*x.s32[t].add(8 * b)));
+            acc[t][hh] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t][hh]), scale, acc[t][hh]);
+        }
+    }
 }
 
 /// Two-bit tops of k-group `g` (0..4) of a Q6_K sub-block, moved to bits 4-5 of each byte.
@@ -473,13 +464,7 @@ unsafe fn tile_q6<const T: usize, const H: usize>(
                 }
             }
         }
-        for hh in 0..H {
-            let d = f16x8(blk.add(16 * (h0 + hh)));
-            for t in 0..T {
-                let scale = _mm256_mul_ps(d, _mm256_set1_ps(*x.s32[t].add(8 * b)));
-                acc[t][hh] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t][hh]), scale, acc[t][hh]);
-            }
-        }
+        add_super_block(&mut acc, &isum, blk, h0, &x, b);
     }
     acc
 }
@@ -555,19 +540,6 @@ woven_tile!(F16, [], GgmlType::F16, tile_f16::<T, H>);
 struct Q6;
 woven_tile!(Q6, [], GgmlType::Q6_K, tile_q6::<T, H>);
 
-/// Decoding streams each unit once from DRAM: asks for the block `PREFETCH` bytes ahead of
-/// `blk` (`bb` bytes), past the 4 KiB pages where the hardware prefetcher stops.
-#[inline(always)]
-unsafe fn prefetch(blk: *const u8, bb: usize) {
-    let mut at = 0;
-    while at < bb {
-        _mm_prefetch(blk.wrapping_add(PREFETCH + at) as *const i8, _MM_HINT_T0);
-        at += 64;
-    }
-}
-
-const PREFETCH: usize = 1024;
-
 /// Writes a tile's results: token `t0 + t`, rows `i0 + 8 h..` of the call's range (`valid`
 /// rows of the unit from `i0` exist), for halves `h0..h0+H`.
 #[inline(always)]
@@ -612,18 +584,7 @@ unsafe fn gemm_typed<W: WovenTile, const T: usize>(
 ) {
     let n = s.end;
     debug_assert!(s.first <= s.end && s.end <= a.n);
-    // Blocks per row (F16: columns).
-    let nb = if W::TY == GgmlType::F16 {
-        w.cols()
-    } else {
-        w.cols() / Woven::of(W::TY).block
-    };
-    // Activation bytes per token: int8 levels, or floats for F16.
-    let act_bytes = if W::TY == GgmlType::F16 {
-        4 * a.kp
-    } else {
-        a.kp
-    };
+    let (nb, act_bytes) = Woven::product_geometry(W::TY, w.cols(), a.kp);
     let block = token_block(act_bytes, T);
     let units = rows.start / ROWS..rows.end.div_ceil(ROWS);
     let mut t_lo = s.first;
