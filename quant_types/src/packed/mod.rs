@@ -68,6 +68,21 @@ pub fn available() -> bool {
     Kernels::best() != Kernels::Reference
 }
 
+/// Asks the CPU to bring the cache line at `p` into the caches (a hint: never faults, reads
+/// nothing, so any address is allowed). For probes that stream memory the way the decode
+/// kernels do (4 KiB ahead); does nothing off x86-64.
+#[inline(always)]
+pub fn prefetch_hint(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 is part of SSE (baseline on x86-64) and is a hint: it cannot fault or
+    // change memory, whatever the address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// The implementations of [`gemm`]; [`Kernels::best`] is the one it takes.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Kernels {

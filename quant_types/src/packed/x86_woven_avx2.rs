@@ -31,7 +31,10 @@ use crate::GgmlType;
 use core::arch::x86_64::*;
 use std::ops::Range;
 
-use super::x86_i16::{prefetch, ActRows, Strides, PREFETCH};
+use super::x86_i16::{ActRows, Strides, PREFETCH};
+
+/// How far ahead decoding prefetches (bytes).
+const AHEAD: usize = 4096;
 
 /// Rows per half-unit: one register's lanes.
 const HALF: usize = 8;
@@ -192,7 +195,11 @@ unsafe fn tile32<W: Blocks32, const T: usize, const H: usize>(
     for b in 0..nb {
         let blk = u.add(b * bb);
         if T == 1 {
-            prefetch(blk, bb);
+            if W::BYTES {
+                prefetch_part::<1024>(blk, bb, 0, 1);
+            } else {
+                prefetch_part::<AHEAD>(blk, bb, 0, 1);
+            }
         }
         let lv = blk.add(g.header);
         let e = 32 * b;
@@ -332,11 +339,11 @@ unsafe fn tile_k<const Q5: bool, const T: usize, const H: usize>(
     let mut acc = [[_mm256_setzero_ps(); H]; T];
     for b in 0..nb {
         let blk = u.add(b * bb);
-        if T == 1 {
-            prefetch(blk, bb);
-        }
         let mut isum = [[_mm256_setzero_si256(); H]; T];
         for j in 0..8 {
+            if T == 1 {
+                prefetch_part::<AHEAD>(blk, bb, j, 8);
+            }
             let lv = blk.add(g.header + j * g.sub_bytes);
             let e = 256 * b + 32 * j;
             for hh in 0..H {
@@ -400,6 +407,17 @@ unsafe fn add_super_block<const T: usize, const H: usize>(
     }
 }
 
+/// Part `j` of `parts` of the prefetches of a block (see `prefetch`): a super-block's
+/// prefetches spread over its sub-blocks, not issued in one burst.
+#[inline(always)]
+unsafe fn prefetch_part<const D: usize>(blk: *const u8, bb: usize, j: usize, parts: usize) {
+    let lines = bb.div_ceil(64);
+    let (from, to) = (lines * j / parts, lines * (j + 1) / parts);
+    for l in from..to {
+        _mm_prefetch(blk.wrapping_add(D + 64 * l) as *const i8, _MM_HINT_T0);
+    }
+}
+
 /// Two-bit tops of k-group `g` (0..4) of a Q6_K sub-block, moved to bits 4-5 of each byte.
 #[inline(always)]
 unsafe fn q6_tops(tops: __m256i, g: usize) -> __m256i {
@@ -428,11 +446,11 @@ unsafe fn tile_q6<const T: usize, const H: usize>(
     let mut acc = [[_mm256_setzero_ps(); H]; T];
     for b in 0..nb {
         let blk = u.add(b * bb);
-        if T == 1 {
-            prefetch(blk, bb);
-        }
         let mut isum = [[_mm256_setzero_si256(); H]; T];
         for s in 0..16 {
+            if T == 1 {
+                prefetch_part::<AHEAD>(blk, bb, s, 16);
+            }
             let lv = blk.add(g.header + s * g.sub_bytes);
             let e = 256 * b + 16 * s;
             for hh in 0..H {
