@@ -158,6 +158,20 @@ impl GgufFile {
             .release(start + from..start + to.min(t.nbytes as usize));
     }
 
+    /// Drops the pages around bytes `[from, to)` of a tensor's data, out to the 2 MiB
+    /// boundaries of the file (clamped to the tensor): the page cache may hold the file in 2 MiB
+    /// folios and map a whole folio on the first touch of any of its pages.
+    pub fn release_folios_around(&self, t: &TensorInfo, from: usize, to: usize) {
+        const FOLIO: usize = 2 << 20;
+        let start = (self.header.data_offset + t.offset) as usize;
+        let lo = ((start + from) / FOLIO * FOLIO).max(start);
+        let hi = (start + to).div_ceil(FOLIO).saturating_mul(FOLIO);
+        let hi = hi.min(start + t.nbytes as usize);
+        if lo < hi {
+            self.map.release(lo..hi);
+        }
+    }
+
     pub fn advise_sequential(&self) {
         self.map.advise_sequential();
     }

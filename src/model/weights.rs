@@ -46,14 +46,21 @@ impl Mat {
     }
 
     /// Rows of a lookup table read from the file's map ([`Mat::row`]), dequantized into `out`
-    /// one after the other; then the table's pages are handed back. The page cache may hold
+    /// one after the other, each row's pages handed back once read. The page cache may hold
     /// a file in 2 MiB folios and map a whole folio at the first touch, so a prompt's few
     /// hundred embedding rows would otherwise keep most of Qwen's 97 MiB table resident (80
-    /// MiB of the peak RSS of `qrun bench` on Q5_K_S); the next lookup faults its folio back
-    /// in from the page cache.
+    /// MiB of the peak RSS of `qrun bench` on Q5_K_S), and releasing the table only after the
+    /// last row still left that much in the peak (Q4_K_M, pp512: 555 -> 4xx MiB); the next
+    /// lookup faults its folio back in from the page cache.
     pub fn rows_then_release(&self, f: &GgufFile, rows: &[u32], out: &mut [f32]) -> Result<()> {
+        let row_bytes = self.ty.row_bytes(self.cols).unwrap_or(0);
+        let release = self.lookup_only && self.packed.is_none();
         for (&r, o) in rows.iter().zip(out.chunks_exact_mut(self.cols)) {
             self.row(f, r as usize, o)?;
+            if release {
+                let at = r as usize * row_bytes;
+                f.release_folios_around(&self.info, at, at + row_bytes);
+            }
         }
         self.release_if_mapped(f);
         Ok(())
