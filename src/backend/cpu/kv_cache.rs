@@ -140,6 +140,9 @@ impl KvCache {
     ) {
         let end = (pos0 + n) * self.row;
         match &self.store {
+            Store::F16(k, v) if n == 1 => {
+                attention::decode_f16(q, &k[layer][..end], &v[layer][..end], pos0, heads, out)
+            }
             Store::F16(k, v) => {
                 // Converted once per call rather than once per (query, key) pair.
                 self.k32.resize(end, 0.0);
@@ -190,6 +193,37 @@ mod tests {
                     assert!((a - b).abs() < 1e-5, "t{t} head{head}: {a} vs {b}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_decoded_token_reads_the_f16_cache_in_place_with_the_numbers_of_f32_copies() {
+        // Head sizes that take the SIMD path (64, 16) and the portable one (24); one token
+        // after 37 cached positions, against `causal` on the same rows converted to f32.
+        for hd in [64, 16, 24] {
+            let h = Heads {
+                n_head: 6,
+                n_head_kv: 2,
+                head_dim: hd,
+            };
+            let (row, q_dim, pos0) = (h.n_head_kv * hd, h.n_head * hd, 37);
+            let mut cache = KvCache::new(KvType::F16, 1, 40, row);
+            let (k, v) = (data((pos0 + 1) * row, 3), data((pos0 + 1) * row, 5));
+            cache.write(0, 0, &k, &v).unwrap();
+            let q = data(q_dim, 9);
+            let mut got = vec![0.0; q_dim];
+            cache.attend(0, &q, 1, pos0, h, &mut got);
+            let Store::F16(ks, vs) = &cache.store else {
+                unreachable!()
+            };
+            let end = (pos0 + 1) * row;
+            let mut k32 = vec![0.0; end];
+            let mut v32 = vec![0.0; end];
+            ks[0][..end].convert_to_f32_slice(&mut k32);
+            vs[0][..end].convert_to_f32_slice(&mut v32);
+            let mut want = vec![0.0; q_dim];
+            attention::causal(&q, &k32, &v32, 1, pos0, h, &mut want);
+            assert_eq!(got, want, "head_dim {hd}");
         }
     }
 

@@ -64,6 +64,48 @@ fn weighted_sum_body<const FMA: bool>(
     }
 }
 
+/// [`scores_body`] over f16 keys, each converted as it is read: the same products and the same
+/// order of sums as converting the rows to f32 first.
+fn scores_f16_body(
+    q: &[f32],
+    k: &[half::f16],
+    stride: usize,
+    off: usize,
+    keys: Range<usize>,
+    scale: f32,
+    out: &mut Vec<f32>,
+) {
+    let hd = q.len();
+    let mut row = vec![0.0f32; hd];
+    out.clear();
+    for j in keys {
+        let at = j * stride + off;
+        for (r, x) in row.iter_mut().zip(&k[at..at + hd]) {
+            *r = x.to_f32();
+        }
+        out.push(dot_body::<false>(q, &row) * scale);
+    }
+}
+
+/// [`weighted_sum_body`] over f16 values.
+fn weighted_sum_f16_body(
+    p: &[f32],
+    v: &[half::f16],
+    stride: usize,
+    off: usize,
+    first: usize,
+    out: &mut [f32],
+) {
+    let hd = out.len();
+    out.fill(0.0);
+    for (i, &w) in p.iter().enumerate() {
+        let at = (first + i) * stride + off;
+        for (o, x) in out.iter_mut().zip(&v[at..at + hd]) {
+            *o += x.to_f32() * w;
+        }
+    }
+}
+
 /// Queries per tile of [`attend_tile`]: one 256-bit register of lanes.
 pub const TILE: usize = 8;
 
@@ -202,6 +244,65 @@ mod avx2 {
         out: &mut [f32],
     ) {
         weighted_sum_body::<true>(p, v, stride, off, first, out)
+    }
+
+    /// [`super::scores_f16`]: 16 lanes of products per key as [`dot_body`] keeps them (two
+    /// registers), summed in the same order, so the scores equal those of f32 copies.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn scores_f16(
+        q: &[f32],
+        k: &[half::f16],
+        stride: usize,
+        off: usize,
+        keys: Range<usize>,
+        scale: f32,
+        out: &mut Vec<f32>,
+    ) {
+        use core::arch::x86_64::*;
+        let hd = q.len();
+        out.clear();
+        for j in keys {
+            let kp = k.as_ptr().add(j * stride + off) as *const __m128i;
+            let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            for c in (0..hd).step_by(16) {
+                let k0 = _mm256_cvtph_ps(_mm_loadu_si128(kp.add(c / 8)));
+                let k1 = _mm256_cvtph_ps(_mm_loadu_si128(kp.add(c / 8 + 1)));
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(c)), k0, a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(c + 8)), k1, a1);
+            }
+            let mut lanes = [0f32; 16];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), a0);
+            _mm256_storeu_ps(lanes.as_mut_ptr().add(8), a1);
+            let mut sum = 0.0;
+            for v in lanes {
+                sum += v;
+            }
+            out.push(sum * scale);
+        }
+    }
+
+    /// [`super::weighted_sum_f16`]: one fused multiply-add per value, in the order of
+    /// [`weighted_sum_body`].
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn weighted_sum_f16(
+        p: &[f32],
+        v: &[half::f16],
+        stride: usize,
+        off: usize,
+        first: usize,
+        out: &mut [f32],
+    ) {
+        use core::arch::x86_64::*;
+        let hd = out.len();
+        for c in (0..hd).step_by(8) {
+            let mut acc = _mm256_setzero_ps();
+            for (i, &w) in p.iter().enumerate() {
+                let vp = v.as_ptr().add((first + i) * stride + off + c) as *const __m128i;
+                let x = _mm256_cvtph_ps(_mm_loadu_si128(vp));
+                acc = _mm256_fmadd_ps(x, _mm256_set1_ps(w), acc);
+            }
+            _mm256_storeu_ps(out.as_mut_ptr().add(c), acc);
+        }
     }
 
     /// [`attend_tile_body`] written with intrinsics: the compiler kept the portable version's
@@ -433,6 +534,58 @@ pub fn weighted_sum(
         return unsafe { avx2::weighted_sum(p, v, stride, off, first, out) };
     }
     weighted_sum_body::<false>(p, v, stride, off, first, out)
+}
+
+/// [`scores`] over an f16 cache (decoding reads the cache in place: no f32 copy of a layer's
+/// keys per token).
+pub fn scores_f16(
+    q: &[f32],
+    k: &[half::f16],
+    stride: usize,
+    off: usize,
+    keys: Range<usize>,
+    scale: f32,
+    out: &mut Vec<f32>,
+) {
+    assert!(keys.is_empty() || (keys.end - 1) * stride + off + q.len() <= k.len());
+    #[cfg(target_arch = "x86_64")]
+    if q.len().is_multiple_of(16) && has_avx2_fma_f16c() {
+        // SAFETY: the CPU has AVX2, FMA and F16C; every row read lies inside `k` (checked
+        // above), and `q.len()` is a multiple of 16.
+        return unsafe { avx2::scores_f16(q, k, stride, off, keys, scale, out) };
+    }
+    scores_f16_body(q, k, stride, off, keys, scale, out)
+}
+
+/// [`weighted_sum`] over an f16 cache.
+pub fn weighted_sum_f16(
+    p: &[f32],
+    v: &[half::f16],
+    stride: usize,
+    off: usize,
+    first: usize,
+    out: &mut [f32],
+) {
+    let hd = out.len();
+    assert!(p.is_empty() || (first + p.len() - 1) * stride + off + hd <= v.len());
+    #[cfg(target_arch = "x86_64")]
+    if hd.is_multiple_of(8) && has_avx2_fma_f16c() {
+        // SAFETY: the CPU has AVX2, FMA and F16C; every row read lies inside `v` (checked
+        // above), and `out.len()` is a multiple of 8.
+        return unsafe { avx2::weighted_sum_f16(p, v, stride, off, first, out) };
+    }
+    weighted_sum_f16_body(p, v, stride, off, first, out)
+}
+
+fn has_avx2_fma_f16c() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        has_avx2_fma() && is_x86_feature_detected!("f16c")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// SwiGLU in place: `gate[i] = silu(gate[i]) * up[i]`. Decoding runs it on the calling thread
