@@ -33,8 +33,17 @@ use std::ops::Range;
 
 use super::x86_i16::{ActRows, Strides, PREFETCH};
 
-/// How far ahead decoding prefetches (bytes).
+/// How far ahead decoding prefetches (bytes), past the 4 KiB pages where the hardware
+/// prefetchers stop. On the Zen 3 VM (one thread, `gemv_dram`) 4 KiB beat 1 KiB by 12-19% for
+/// Q5_0, IQ4_NL and NF4; for the K-quants, whose 2.3 KiB super-blocks 1 KiB did not even clear,
+/// spreading the prefetches over the sub-blocks ([`prefetch_part`]) gave 12-60% at 1 KiB, and
+/// 4 KiB 40-100% over the old burst at 1 KiB (Q4_K 13.9 -> 20, Q5_K 9.2 -> 18, Q6_K 12.3 -> 20
+/// GiB/s; 8 KiB no better). Q8_0 keeps 1 KiB ([`AHEAD_Q8`]).
 const AHEAD: usize = 4096;
+
+/// Q8_0's distance: its levels unpack cheapest, and 4 KiB made decoding slower end to end
+/// (paired runs of the model, three rounds).
+const AHEAD_Q8: usize = 1024;
 
 /// Rows per half-unit: one register's lanes.
 const HALF: usize = 8;
@@ -196,7 +205,7 @@ unsafe fn tile32<W: Blocks32, const T: usize, const H: usize>(
         let blk = u.add(b * bb);
         if T == 1 {
             if W::BYTES {
-                prefetch_part::<1024>(blk, bb, 0, 1);
+                prefetch_part::<AHEAD_Q8>(blk, bb, 0, 1);
             } else {
                 prefetch_part::<AHEAD>(blk, bb, 0, 1);
             }
@@ -407,8 +416,8 @@ unsafe fn add_super_block<const T: usize, const H: usize>(
     }
 }
 
-/// Part `j` of `parts` of the prefetches of a block (see `prefetch`): a super-block's
-/// prefetches spread over its sub-blocks, not issued in one burst.
+/// Part `j` of `parts` of the prefetches of a block, `D` bytes ahead: a super-block's 36 lines
+/// spread over its sub-blocks rather than asked for in one burst.
 #[inline(always)]
 unsafe fn prefetch_part<const D: usize>(blk: *const u8, bb: usize, j: usize, parts: usize) {
     let lines = bb.div_ceil(64);

@@ -66,7 +66,8 @@ fn weighted_sum_body<const FMA: bool>(
 
 /// [`scores_body`] over f16 keys, each converted as it is read: the same products and the same
 /// order of sums as converting the rows to f32 first.
-fn scores_f16_body(
+#[inline(always)]
+fn scores_f16_body<const FMA: bool>(
     q: &[f32],
     k: &[half::f16],
     stride: usize,
@@ -83,12 +84,13 @@ fn scores_f16_body(
         for (r, x) in row.iter_mut().zip(&k[at..at + hd]) {
             *r = x.to_f32();
         }
-        out.push(dot_body::<false>(q, &row) * scale);
+        out.push(dot_body::<FMA>(q, &row) * scale);
     }
 }
 
 /// [`weighted_sum_body`] over f16 values.
-fn weighted_sum_f16_body(
+#[inline(always)]
+fn weighted_sum_f16_body<const FMA: bool>(
     p: &[f32],
     v: &[half::f16],
     stride: usize,
@@ -101,7 +103,7 @@ fn weighted_sum_f16_body(
     for (i, &w) in p.iter().enumerate() {
         let at = (first + i) * stride + off;
         for (o, x) in out.iter_mut().zip(&v[at..at + hd]) {
-            *o += x.to_f32() * w;
+            *o = fma::<FMA>(x.to_f32(), w, *o);
         }
     }
 }
@@ -246,6 +248,20 @@ mod avx2 {
         weighted_sum_body::<true>(p, v, stride, off, first, out)
     }
 
+    /// [`super::scores_f16`] for head sizes that are not a multiple of 16.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn scores_f16_fused(
+        q: &[f32],
+        k: &[half::f16],
+        stride: usize,
+        off: usize,
+        keys: Range<usize>,
+        scale: f32,
+        out: &mut Vec<f32>,
+    ) {
+        scores_f16_body::<true>(q, k, stride, off, keys, scale, out)
+    }
+
     /// [`super::scores_f16`]: 16 lanes of products per key as [`dot_body`] keeps them (two
     /// registers), summed in the same order, so the scores equal those of f32 copies.
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -279,6 +295,19 @@ mod avx2 {
             }
             out.push(sum * scale);
         }
+    }
+
+    /// [`super::weighted_sum_f16`] for head sizes that are not a multiple of 8.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn weighted_sum_f16_fused(
+        p: &[f32],
+        v: &[half::f16],
+        stride: usize,
+        off: usize,
+        first: usize,
+        out: &mut [f32],
+    ) {
+        weighted_sum_f16_body::<true>(p, v, stride, off, first, out)
     }
 
     /// [`super::weighted_sum_f16`]: one fused multiply-add per value, in the order of
@@ -554,7 +583,13 @@ pub fn scores_f16(
         // above), and `q.len()` is a multiple of 16.
         return unsafe { avx2::scores_f16(q, k, stride, off, keys, scale, out) };
     }
-    scores_f16_body(q, k, stride, off, keys, scale, out)
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA; slicing checks every index. Fused products, as
+        // `scores` takes on this CPU.
+        return unsafe { avx2::scores_f16_fused(q, k, stride, off, keys, scale, out) };
+    }
+    scores_f16_body::<false>(q, k, stride, off, keys, scale, out)
 }
 
 /// [`weighted_sum`] over an f16 cache.
@@ -574,7 +609,12 @@ pub fn weighted_sum_f16(
         // above), and `out.len()` is a multiple of 8.
         return unsafe { avx2::weighted_sum_f16(p, v, stride, off, first, out) };
     }
-    weighted_sum_f16_body(p, v, stride, off, first, out)
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA; slicing checks every index.
+        return unsafe { avx2::weighted_sum_f16_fused(p, v, stride, off, first, out) };
+    }
+    weighted_sum_f16_body::<false>(p, v, stride, off, first, out)
 }
 
 fn has_avx2_fma_f16c() -> bool {
