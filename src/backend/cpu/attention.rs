@@ -9,7 +9,7 @@
 //! square root of the difference) and double the KL divergence between the two runtimes.
 
 use super::ops::softmax;
-use super::simd_f32::{self, Tile, TILE};
+use super::simd_f32::{self, CacheValue, Tile, TILE};
 use rayon::prelude::*;
 
 use super::team;
@@ -35,10 +35,10 @@ impl Heads {
 /// Scores, softmax and weighted sum of one query head over keys `keys` of one KV head (at
 /// offset `off` of rows of `stride` values).
 #[allow(clippy::too_many_arguments)]
-fn attend_one(
+fn attend_one<E: CacheValue>(
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &[E],
+    v: &[E],
     stride: usize,
     off: usize,
     keys: Range<usize>,
@@ -110,10 +110,40 @@ fn tiles_serve(n: usize, h: Heads) -> bool {
 /// heads. Queries, scores, softmax and the weighted sum stay in f32, as in ggml's tiled CPU
 /// flash attention that llama.cpp runs on prompts.
 pub fn causal(q: &[f32], k: &[f32], v: &[f32], n: usize, pos0: usize, h: Heads, out: &mut [f32]) {
-    let scale = 1.0 / (h.head_dim as f32).sqrt();
     if tiles_serve(n, h) {
+        let scale = 1.0 / (h.head_dim as f32).sqrt();
         return tiled(q, k, v, n, h, scale, |t| 0..pos0 + t + 1, out);
     }
+    causal_by_heads(q, k, v, n, pos0, h, out)
+}
+
+/// Causal attention of one decoded token at position `pos0` over an f16 cache read in place
+/// (`k`, `v`: rows of positions `0..=pos0`): the numbers of [`causal`] on f32 copies of the
+/// rows, without converting a layer's whole cache on one thread every token (at 128 cached
+/// positions that conversion was about 4% of a Qwen2.5-0.5B token, with the other threads
+/// idle).
+pub fn decode_f16(
+    q: &[f32],
+    k: &[half::f16],
+    v: &[half::f16],
+    pos0: usize,
+    h: Heads,
+    out: &mut [f32],
+) {
+    causal_by_heads(q, k, v, 1, pos0, h, out)
+}
+
+/// [`causal`] one (token, head) pair at a time, over a cache of f32 or f16.
+fn causal_by_heads<E: CacheValue>(
+    q: &[f32],
+    k: &[E],
+    v: &[E],
+    n: usize,
+    pos0: usize,
+    h: Heads,
+    out: &mut [f32],
+) {
+    let scale = 1.0 / (h.head_dim as f32).sqrt();
     let group = h.n_head / h.n_head_kv;
     let (qd, kvd, hd) = (h.q_dim(), h.kv_dim(), h.head_dim);
     let head_out = |scores: &mut Vec<f32>, (i, o): (usize, &mut [f32])| {
@@ -130,40 +160,6 @@ pub fn causal(q: &[f32], k: &[f32], v: &[f32], n: usize, pos0: usize, h: Heads, 
         return;
     }
     out[..n * qd]
-        .par_chunks_mut(hd)
-        .enumerate()
-        .for_each_init(Vec::new, head_out);
-}
-
-/// Causal attention of one decoded token at position `pos0` over an f16 cache read in place
-/// (`k`, `v`: rows of positions `0..=pos0`): the numbers of [`causal`] on f32 copies of the
-/// rows, without converting a layer's whole cache on one thread every token (at 128 cached
-/// positions that conversion was about 4% of a Qwen2.5-0.5B token, with the other threads
-/// idle).
-pub fn decode_f16(
-    q: &[f32],
-    k: &[half::f16],
-    v: &[half::f16],
-    pos0: usize,
-    h: Heads,
-    out: &mut [f32],
-) {
-    let scale = 1.0 / (h.head_dim as f32).sqrt();
-    let group = h.n_head / h.n_head_kv;
-    let (kvd, hd) = (h.kv_dim(), h.head_dim);
-    let head_out = |scores: &mut Vec<f32>, (head, o): (usize, &mut [f32])| {
-        let qv = &q[head * hd..(head + 1) * hd];
-        let off = (head / group) * hd;
-        simd_f32::scores_f16(qv, k, kvd, off, 0..pos0 + 1, scale, scores);
-        softmax(scores);
-        simd_f32::weighted_sum_f16(scores, v, kvd, off, 0, o);
-    };
-    if let Some(team) = team::global() {
-        let heads = out[..h.q_dim()].chunks_mut(hd).enumerate().collect();
-        team.for_each(heads, |head| head_out(&mut Vec::new(), head));
-        return;
-    }
-    out[..h.q_dim()]
         .par_chunks_mut(hd)
         .enumerate()
         .for_each_init(Vec::new, head_out);

@@ -4,17 +4,53 @@
 
 use std::ops::Range;
 
+/// An element of the KV cache that the attention kernels read: f32, or f16 converted as it is
+/// read (decoding reads an f16 cache in place, with the numbers of f32 copies of its rows).
+pub trait CacheValue: Copy + Send + Sync {
+    fn to_f32(self) -> f32;
+
+    /// Eight values at `p` as floats.
+    ///
+    /// # Safety
+    /// `p..p + 8` is readable and the CPU has AVX2 and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(p: *const Self) -> core::arch::x86_64::__m256;
+}
+
+impl CacheValue for f32 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const f32) -> core::arch::x86_64::__m256 {
+        core::arch::x86_64::_mm256_loadu_ps(p)
+    }
+}
+
+impl CacheValue for half::f16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        half::f16::to_f32(self)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const half::f16) -> core::arch::x86_64::__m256 {
+        use core::arch::x86_64::*;
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
+}
+
 #[inline(always)]
-fn dot_body<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
+fn dot_body<E: CacheValue, const FMA: bool>(a: &[f32], b: &[E]) -> f32 {
     let mut acc = [0.0f32; 16];
     let n = a.len() / 16 * 16;
     for (ca, cb) in a[..n].chunks_exact(16).zip(b[..n].chunks_exact(16)) {
         for k in 0..16 {
-            acc[k] = if FMA {
-                ca[k].mul_add(cb[k], acc[k])
-            } else {
-                acc[k] + ca[k] * cb[k]
-            };
+            acc[k] = fma::<FMA>(ca[k], cb[k].to_f32(), acc[k]);
         }
     }
     let mut s = 0.0;
@@ -22,15 +58,15 @@ fn dot_body<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
         s += v;
     }
     for i in n..a.len() {
-        s += a[i] * b[i];
+        s += a[i] * b[i].to_f32();
     }
     s
 }
 
 #[inline(always)]
-fn scores_body<const FMA: bool>(
+fn scores_body<E: CacheValue, const FMA: bool>(
     q: &[f32],
-    k: &[f32],
+    k: &[E],
     stride: usize,
     off: usize,
     keys: Range<usize>,
@@ -41,58 +77,14 @@ fn scores_body<const FMA: bool>(
     out.clear();
     for j in keys {
         let at = j * stride + off;
-        out.push(dot_body::<FMA>(q, &k[at..at + hd]) * scale);
+        out.push(dot_body::<E, FMA>(q, &k[at..at + hd]) * scale);
     }
 }
 
 #[inline(always)]
-fn weighted_sum_body<const FMA: bool>(
+fn weighted_sum_body<E: CacheValue, const FMA: bool>(
     p: &[f32],
-    v: &[f32],
-    stride: usize,
-    off: usize,
-    first: usize,
-    out: &mut [f32],
-) {
-    let hd = out.len();
-    out.fill(0.0);
-    for (i, &w) in p.iter().enumerate() {
-        let at = (first + i) * stride + off;
-        for (o, &x) in out.iter_mut().zip(&v[at..at + hd]) {
-            *o = if FMA { x.mul_add(w, *o) } else { *o + x * w };
-        }
-    }
-}
-
-/// [`scores_body`] over f16 keys, each converted as it is read: the same products and the same
-/// order of sums as converting the rows to f32 first.
-#[inline(always)]
-fn scores_f16_body<const FMA: bool>(
-    q: &[f32],
-    k: &[half::f16],
-    stride: usize,
-    off: usize,
-    keys: Range<usize>,
-    scale: f32,
-    out: &mut Vec<f32>,
-) {
-    let hd = q.len();
-    let mut row = vec![0.0f32; hd];
-    out.clear();
-    for j in keys {
-        let at = j * stride + off;
-        for (r, x) in row.iter_mut().zip(&k[at..at + hd]) {
-            *r = x.to_f32();
-        }
-        out.push(dot_body::<FMA>(q, &row) * scale);
-    }
-}
-
-/// [`weighted_sum_body`] over f16 values.
-#[inline(always)]
-fn weighted_sum_f16_body<const FMA: bool>(
-    p: &[f32],
-    v: &[half::f16],
+    v: &[E],
     stride: usize,
     off: usize,
     first: usize,
@@ -223,10 +215,12 @@ fn attend_tile_body<const FMA: bool>(x: &Tile, scratch: &mut Vec<f32>, out: &mut
 mod avx2 {
     use super::*;
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn scores(
+    /// [`super::scores`]: [`scores4`] where the head size is a multiple of 16, else the
+    /// portable body with fused products.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn scores<E: CacheValue>(
         q: &[f32],
-        k: &[f32],
+        k: &[E],
         stride: usize,
         off: usize,
         keys: Range<usize>,
@@ -236,68 +230,35 @@ mod avx2 {
         if q.len().is_multiple_of(16) {
             return scores4(q, k, stride, off, keys, scale, out);
         }
-        scores_body::<true>(q, k, stride, off, keys, scale, out)
+        scores_body::<E, true>(q, k, stride, off, keys, scale, out)
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn weighted_sum(
+    /// [`super::weighted_sum`]: one fused multiply-add per value, in the order of
+    /// [`weighted_sum_body`] (each output sums its keys in order), 64 outputs per pass over
+    /// the keys: eight independent chains of multiply-adds (one chain of 8 outputs per pass was
+    /// bound by the add latency, 4 cycles a key). Head sizes off a multiple of 8 take the
+    /// portable body with fused products.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn weighted_sum<E: CacheValue>(
         p: &[f32],
-        v: &[f32],
+        v: &[E],
         stride: usize,
         off: usize,
         first: usize,
         out: &mut [f32],
     ) {
-        weighted_sum_body::<true>(p, v, stride, off, first, out)
-    }
-
-    /// [`super::scores_f16`] for head sizes that are not a multiple of 16.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn scores_f16_fused(
-        q: &[f32],
-        k: &[half::f16],
-        stride: usize,
-        off: usize,
-        keys: Range<usize>,
-        scale: f32,
-        out: &mut Vec<f32>,
-    ) {
-        scores_f16_body::<true>(q, k, stride, off, keys, scale, out)
-    }
-
-    /// [`super::scores_f16`]: [`scores4`] on keys converted from f16 as they are loaded.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn scores_f16(
-        q: &[f32],
-        k: &[half::f16],
-        stride: usize,
-        off: usize,
-        keys: Range<usize>,
-        scale: f32,
-        out: &mut Vec<f32>,
-    ) {
-        scores4(q, k, stride, off, keys, scale, out)
-    }
-
-    /// Eight keys' values from memory as floats.
-    trait KeyValues: Copy {
-        /// # Safety
-        /// `p..p + 8` is readable; the CPU has AVX2 (and F16C for f16).
-        unsafe fn load8(p: *const Self) -> core::arch::x86_64::__m256;
-    }
-
-    impl KeyValues for f32 {
-        #[inline(always)]
-        unsafe fn load8(p: *const f32) -> core::arch::x86_64::__m256 {
-            core::arch::x86_64::_mm256_loadu_ps(p)
+        let hd = out.len();
+        if !hd.is_multiple_of(8) {
+            return weighted_sum_body::<E, true>(p, v, stride, off, first, out);
         }
-    }
-
-    impl KeyValues for half::f16 {
-        #[inline(always)]
-        unsafe fn load8(p: *const half::f16) -> core::arch::x86_64::__m256 {
-            use core::arch::x86_64::*;
-            _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+        let mut c = 0;
+        while c + 64 <= hd {
+            weighted_columns::<E, 8>(p, v, stride, off + c, first, out.as_mut_ptr().add(c));
+            c += 64;
+        }
+        while c < hd {
+            weighted_columns::<E, 1>(p, v, stride, off + c, first, out.as_mut_ptr().add(c));
+            c += 8;
         }
     }
 
@@ -327,9 +288,9 @@ mod avx2 {
     /// dependent scalar adds per key (those made the scores of a decoded token about 3% of its
     /// time at 128 cached positions). Needs `q.len() % 16 == 0` and every row inside `k`.
     #[inline(always)]
-    unsafe fn scores4<K: KeyValues>(
+    unsafe fn scores4<E: CacheValue>(
         q: &[f32],
-        k: &[K],
+        k: &[E],
         stride: usize,
         off: usize,
         keys: Range<usize>,
@@ -350,8 +311,8 @@ mod avx2 {
                 let (q0, q1) = (_mm256_loadu_ps(qp.add(c)), _mm256_loadu_ps(qp.add(c + 8)));
                 for (u, a) in acc.iter_mut().enumerate() {
                     let kp = row(j + u).add(c);
-                    let p = _mm256_mul_ps(q0, K::load8(kp));
-                    *a = _mm256_add_ps(*a, _mm256_fmadd_ps(q1, K::load8(kp.add(8)), p));
+                    let p = _mm256_mul_ps(q0, E::load8(kp));
+                    *a = _mm256_add_ps(*a, _mm256_fmadd_ps(q1, E::load8(kp.add(8)), p));
                 }
             }
             let mut s = [0f32; 4];
@@ -364,57 +325,19 @@ mod avx2 {
             for c in (0..hd).step_by(16) {
                 let (q0, q1) = (_mm256_loadu_ps(qp.add(c)), _mm256_loadu_ps(qp.add(c + 8)));
                 let kp = row(j).add(c);
-                let p = _mm256_mul_ps(q0, K::load8(kp));
-                a = _mm256_add_ps(a, _mm256_fmadd_ps(q1, K::load8(kp.add(8)), p));
+                let p = _mm256_mul_ps(q0, E::load8(kp));
+                a = _mm256_add_ps(a, _mm256_fmadd_ps(q1, E::load8(kp.add(8)), p));
             }
             out.push(sum1(a) * scale);
             j += 1;
         }
     }
 
-    /// [`super::weighted_sum_f16`] for head sizes that are not a multiple of 8.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn weighted_sum_f16_fused(
-        p: &[f32],
-        v: &[half::f16],
-        stride: usize,
-        off: usize,
-        first: usize,
-        out: &mut [f32],
-    ) {
-        weighted_sum_f16_body::<true>(p, v, stride, off, first, out)
-    }
-
-    /// [`super::weighted_sum_f16`]: one fused multiply-add per value, in the order of
-    /// [`weighted_sum_body`] (each output sums its keys in order), 64 outputs per pass over
-    /// the keys: eight independent chains of multiply-adds (one chain of 8 outputs per pass was
-    /// bound by the add latency, 4 cycles a key).
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn weighted_sum_f16(
-        p: &[f32],
-        v: &[half::f16],
-        stride: usize,
-        off: usize,
-        first: usize,
-        out: &mut [f32],
-    ) {
-        let hd = out.len();
-        let mut c = 0;
-        while c + 64 <= hd {
-            weighted_columns::<8>(p, v, stride, off + c, first, out.as_mut_ptr().add(c));
-            c += 64;
-        }
-        while c < hd {
-            weighted_columns::<1>(p, v, stride, off + c, first, out.as_mut_ptr().add(c));
-            c += 8;
-        }
-    }
-
-    /// Outputs `8 R` columns from `off` of [`weighted_sum_f16`], written to `out`.
+    /// Outputs `8 R` columns from `off` of [`weighted_sum`], written to `out`.
     #[inline(always)]
-    unsafe fn weighted_columns<const R: usize>(
+    unsafe fn weighted_columns<E: CacheValue, const R: usize>(
         p: &[f32],
-        v: &[half::f16],
+        v: &[E],
         stride: usize,
         off: usize,
         first: usize,
@@ -426,7 +349,7 @@ mod avx2 {
             let vp = v.as_ptr().add((first + i) * stride + off);
             let w = _mm256_set1_ps(w);
             for (r, a) in acc.iter_mut().enumerate() {
-                *a = _mm256_fmadd_ps(half::f16::load8(vp.add(8 * r)), w, *a);
+                *a = _mm256_fmadd_ps(E::load8(vp.add(8 * r)), w, *a);
             }
         }
         for (r, a) in acc.iter().enumerate() {
@@ -630,9 +553,9 @@ fn has_avx2_fma() -> bool {
 }
 
 /// out = [q . k_j * scale for j in keys], where key j is `k[j * stride + off..][..q.len()]`.
-pub fn scores(
+pub fn scores<E: CacheValue>(
     q: &[f32],
-    k: &[f32],
+    k: &[E],
     stride: usize,
     off: usize,
     keys: Range<usize>,
@@ -641,61 +564,18 @@ pub fn scores(
 ) {
     assert!(keys.is_empty() || (keys.end - 1) * stride + off + q.len() <= k.len());
     #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU has AVX2 and FMA; indices were checked above and by slicing.
+    if has_avx2_fma_f16c() {
+        // SAFETY: the CPU has AVX2, FMA and F16C; every row read lies inside `k` (checked
+        // above).
         return unsafe { avx2::scores(q, k, stride, off, keys, scale, out) };
     }
-    scores_body::<false>(q, k, stride, off, keys, scale, out)
+    scores_body::<E, false>(q, k, stride, off, keys, scale, out)
 }
 
 /// out = sum_i p[i] * v_(first + i), where value j is `v[j * stride + off..][..out.len()]`.
-pub fn weighted_sum(
+pub fn weighted_sum<E: CacheValue>(
     p: &[f32],
-    v: &[f32],
-    stride: usize,
-    off: usize,
-    first: usize,
-    out: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU has AVX2 and FMA; slicing checks every index.
-        return unsafe { avx2::weighted_sum(p, v, stride, off, first, out) };
-    }
-    weighted_sum_body::<false>(p, v, stride, off, first, out)
-}
-
-/// [`scores`] over an f16 cache (decoding reads the cache in place: no f32 copy of a layer's
-/// keys per token).
-pub fn scores_f16(
-    q: &[f32],
-    k: &[half::f16],
-    stride: usize,
-    off: usize,
-    keys: Range<usize>,
-    scale: f32,
-    out: &mut Vec<f32>,
-) {
-    assert!(keys.is_empty() || (keys.end - 1) * stride + off + q.len() <= k.len());
-    #[cfg(target_arch = "x86_64")]
-    if q.len().is_multiple_of(16) && has_avx2_fma_f16c() {
-        // SAFETY: the CPU has AVX2, FMA and F16C; every row read lies inside `k` (checked
-        // above), and `q.len()` is a multiple of 16.
-        return unsafe { avx2::scores_f16(q, k, stride, off, keys, scale, out) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU has AVX2 and FMA; slicing checks every index. Fused products, as
-        // `scores` takes on this CPU.
-        return unsafe { avx2::scores_f16_fused(q, k, stride, off, keys, scale, out) };
-    }
-    scores_f16_body::<false>(q, k, stride, off, keys, scale, out)
-}
-
-/// [`weighted_sum`] over an f16 cache.
-pub fn weighted_sum_f16(
-    p: &[f32],
-    v: &[half::f16],
+    v: &[E],
     stride: usize,
     off: usize,
     first: usize,
@@ -704,19 +584,16 @@ pub fn weighted_sum_f16(
     let hd = out.len();
     assert!(p.is_empty() || (first + p.len() - 1) * stride + off + hd <= v.len());
     #[cfg(target_arch = "x86_64")]
-    if hd.is_multiple_of(8) && has_avx2_fma_f16c() {
+    if has_avx2_fma_f16c() {
         // SAFETY: the CPU has AVX2, FMA and F16C; every row read lies inside `v` (checked
-        // above), and `out.len()` is a multiple of 8.
-        return unsafe { avx2::weighted_sum_f16(p, v, stride, off, first, out) };
+        // above).
+        return unsafe { avx2::weighted_sum(p, v, stride, off, first, out) };
     }
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU has AVX2 and FMA; slicing checks every index.
-        return unsafe { avx2::weighted_sum_f16_fused(p, v, stride, off, first, out) };
-    }
-    weighted_sum_f16_body::<false>(p, v, stride, off, first, out)
+    weighted_sum_body::<E, false>(p, v, stride, off, first, out)
 }
 
+/// The attention kernels' CPU: every x86-64 CPU with AVX2 and FMA also has F16C, which the
+/// f16 cache's loads need.
 fn has_avx2_fma_f16c() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -823,7 +700,7 @@ mod tests {
         let mut a = Vec::new();
         let mut b = Vec::new();
         scores(&q, &k, stride, 64, 2..len, 0.125, &mut a);
-        scores_body::<false>(&q, &k, stride, 64, 2..len, 0.125, &mut b);
+        scores_body::<f32, false>(&q, &k, stride, 64, 2..len, 0.125, &mut b);
         assert_eq!(a.len(), len - 2);
         for (x, y) in a.iter().zip(&b) {
             assert!((x - y).abs() < 1e-5, "{x} vs {y}");
@@ -833,7 +710,7 @@ mod tests {
         let mut o1 = vec![0.0; hd];
         let mut o2 = vec![0.0; hd];
         weighted_sum(&a, &k, stride, 128, 2, &mut o1);
-        weighted_sum_body::<false>(&a, &k, stride, 128, 2, &mut o2);
+        weighted_sum_body::<f32, false>(&a, &k, stride, 128, 2, &mut o2);
         for (x, y) in o1.iter().zip(&o2) {
             assert!((x - y).abs() < 1e-4, "{x} vs {y}");
         }
