@@ -130,6 +130,33 @@ unsafe fn planes(lv: *const u8, h: usize) -> __m256i {
     _mm256_loadu_si256(lv.add(256 + 32 * h) as *const __m256i)
 }
 
+/// Levels of k-group pair `p` of half `h` of a sub-block at `lv` (low nibbles, high nibbles),
+/// with their fifth bits for Q5 types (`fifth_bits`, a constant of every caller).
+#[inline(always)]
+unsafe fn unsigned_levels(
+    lv: *const u8,
+    p: usize,
+    h: usize,
+    fifth_bits: bool,
+) -> (__m256i, __m256i) {
+    let (lo, hi) = nibble_pair(lv.add(64 * p), h);
+    if !fifth_bits {
+        return (lo, hi);
+    }
+    let f = planes(lv, h);
+    (
+        _mm256_or_si256(lo, fifth(f, 2 * p)),
+        _mm256_or_si256(hi, fifth(f, 2 * p + 1)),
+    )
+}
+
+/// One token's i16 sums of a k-group pair: levels `lo` times activations `x[0..4]` plus `hi`
+/// times `x[4..8]`.
+#[inline(always)]
+unsafe fn pair_u(lo: __m256i, hi: __m256i, x: *const i8) -> __m256i {
+    _mm256_add_epi16(mul_u(lo, quad(x)), mul_u(hi, quad(x.add(4))))
+}
+
 /// Sum of u8 levels `w` times i8 activations `x` in i16 pairs (no saturation for the callers'
 /// level ranges).
 #[inline(always)]
@@ -287,17 +314,9 @@ unsafe fn tile32<W: Blocks32, const T: usize, const H: usize>(
                 for p in p0..p0 + span {
                     for hh in 0..H {
                         let h = h0 + hh;
-                        let (mut lo, mut hi) = nibble_pair(lv.add(64 * p), h);
-                        if W::FIFTH {
-                            let f = planes(lv, h);
-                            lo = _mm256_or_si256(lo, fifth(f, 2 * p));
-                            hi = _mm256_or_si256(hi, fifth(f, 2 * p + 1));
-                        }
+                        let (lo, hi) = unsigned_levels(lv, p, h, W::FIFTH);
                         for t in 0..T {
-                            let v = _mm256_add_epi16(
-                                mul_u(lo, quad(x.q[t].add(e + 8 * p))),
-                                mul_u(hi, quad(x.q[t].add(e + 8 * p + 4))),
-                            );
+                            let v = pair_u(lo, hi, x.q[t].add(e + 8 * p));
                             s16[t][hh] = _mm256_add_epi16(s16[t][hh], v);
                         }
                     }
@@ -367,17 +386,9 @@ unsafe fn tile_k<const Q5: bool, const T: usize, const H: usize>(
                 for p0 in (0..4).step_by(span) {
                     let mut s16 = [_mm256_setzero_si256(); T];
                     for p in p0..p0 + span {
-                        let (mut lo, mut hi) = nibble_pair(lv.add(64 * p), h);
-                        if Q5 {
-                            let f = planes(lv, h);
-                            lo = _mm256_or_si256(lo, fifth(f, 2 * p));
-                            hi = _mm256_or_si256(hi, fifth(f, 2 * p + 1));
-                        }
+                        let (lo, hi) = unsigned_levels(lv, p, h, Q5);
                         for t in 0..T {
-                            let v = _mm256_add_epi16(
-                                mul_u(lo, quad(x.q[t].add(e + 8 * p))),
-                                mul_u(hi, quad(x.q[t].add(e + 8 * p + 4))),
-                            );
+                            let v = pair_u(lo, hi, x.q[t].add(e + 8 * p));
                             s16[t] = _mm256_add_epi16(s16[t], v);
                         }
                     }
@@ -478,10 +489,7 @@ unsafe fn tile_q6<const T: usize, const H: usize>(
                     let hi = _mm256_or_si256(hi, q6_tops(tops, 2 * p + 1));
                     // Two products of 6-bit levels: at most 2 x 2 x 63 x 128 in i16.
                     for t in 0..T {
-                        let v = _mm256_add_epi16(
-                            mul_u(lo, quad(x.q[t].add(e + 8 * p))),
-                            mul_u(hi, quad(x.q[t].add(e + 8 * p + 4))),
-                        );
+                        let v = pair_u(lo, hi, x.q[t].add(e + 8 * p));
                         isum[t][hh] = _mm256_add_epi32(isum[t][hh], _mm256_madd_epi16(v, sc));
                     }
                 }
