@@ -390,11 +390,23 @@ woven_tile!(Q6, [], GgmlType::Q6_K, tile_q6::<T>);
 /// Decoding streams each unit once from DRAM: asks for the block `PREFETCH` bytes ahead of
 /// `blk` (`bb` bytes), past the 4 KiB pages where the hardware prefetcher stops.
 #[inline(always)]
-pub(super) unsafe fn prefetch(blk: *const u8, bb: usize) {
-    let mut at = 0;
-    while at < bb {
-        _mm_prefetch(blk.wrapping_add(PREFETCH + at) as *const i8, _MM_HINT_T0);
-        at += 64;
+unsafe fn prefetch(blk: *const u8, bb: usize) {
+    prefetch_part::<PREFETCH>(blk, bb, 0, 1)
+}
+
+/// Part `j` of `parts` of the prefetches of a block of `bb` bytes at `blk`, `D` bytes ahead:
+/// the AVX2 kernels spread a K-quant super-block's 36 lines over its sub-blocks rather than
+/// asking for them in one burst.
+#[inline(always)]
+pub(super) unsafe fn prefetch_part<const D: usize>(
+    blk: *const u8,
+    bb: usize,
+    j: usize,
+    parts: usize,
+) {
+    let lines = bb.div_ceil(64);
+    for l in lines * j / parts..lines * (j + 1) / parts {
+        _mm_prefetch(blk.wrapping_add(D + 64 * l) as *const i8, _MM_HINT_T0);
     }
 }
 

@@ -31,7 +31,7 @@ use crate::GgmlType;
 use core::arch::x86_64::*;
 use std::ops::Range;
 
-use super::x86_i16::{ActRows, Strides, PREFETCH};
+use super::x86_i16::{prefetch_part, ActRows, Strides, PREFETCH};
 
 /// How far ahead decoding prefetches (bytes), past the 4 KiB pages where the hardware
 /// prefetchers stop. On the Zen 3 VM (one thread, `gemv_dram`) 4 KiB beat 1 KiB by 12-19% for
@@ -424,17 +424,6 @@ unsafe fn add_super_block<const T: usize, const H: usize>(
             let scale = _mm256_mul_ps(d, _mm256_set1_ps(*x.s32[t].add(8 * b)));
             acc[t][hh] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t][hh]), scale, acc[t][hh]);
         }
-    }
-}
-
-/// Part `j` of `parts` of the prefetches of a block, `D` bytes ahead: a super-block's 36 lines
-/// spread over its sub-blocks rather than asked for in one burst.
-#[inline(always)]
-unsafe fn prefetch_part<const D: usize>(blk: *const u8, bb: usize, j: usize, parts: usize) {
-    let lines = bb.div_ceil(64);
-    let (from, to) = (lines * j / parts, lines * (j + 1) / parts);
-    for l in from..to {
-        _mm_prefetch(blk.wrapping_add(D + 64 * l) as *const i8, _MM_HINT_T0);
     }
 }
 
