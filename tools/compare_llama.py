@@ -15,7 +15,8 @@ accuracy: decoders: llama-perplexity saves llama.cpp's log-probabilities of the 
           llama-embedding's, 32 sentences.
 speed:    decoders: llama-bench -p 512 -n 128 and `qrun bench -p 512 -n 128`, same file, same
           threads, run one after the other; the ratio qrun/llama.cpp, each against the decode
-          roofline (`qrun bandwidth` read GB/s / weight bytes per token) and the peak RSS of
+          roofline (`qrun bandwidth` read GB/s / weight bytes per token; the highest probe
+          of the run, and the higher of the two probes around each bench) and the peak RSS of
           each process. Encoders: ms per example at batch 32 x 128 tokens, `qrun bench` against
           llama-embedding's prompt-eval time. NF4 rows are qrun's alone (llama.cpp cannot load
           that extension type).
@@ -205,25 +206,41 @@ def timed_rss(cmd):
     return r, (int(m[-1]) / 1024 if m else None)
 
 
+def probe_gbps(qrun, args, *flags):
+    """`qrun bandwidth -t THREADS --json [flags]`: its JSON line."""
+    r = run([qrun, "bandwidth", "-t", args.threads, "--json", *flags])
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 def speed(model, files, llama, qrun, args):
     rows = []
     for fmt, f in files.items():
         row = {"model": model, "format": fmt, "file_mib": f.stat().st_size / 2**20}
+        # The VM's read bandwidth drifts by a quarter within minutes, so each runtime's decode
+        # is also set against the probes just before and after its own run (the higher of the
+        # two), besides the run's highest probe (the roofline column).
+        before = probe_gbps(qrun, args)["read_gbps"]
+        row["probes_gbps"] = [before]
         if fmt not in QGGUF_ONLY:
             r, row["llama_rss_mib"] = timed_rss(
                 [llama / "llama-bench", "-m", f, "-p", 512, "-n", 128, "-t", args.threads,
                  "-r", args.reps, "-o", "json"])
             lb = {("pp" if t["n_prompt"] else "tg"): t["avg_ts"] for t in json.loads(r.stdout)}
             row["llama_pp"], row["llama_tg"] = lb.get("pp"), lb.get("tg")
+            between = probe_gbps(qrun, args)["read_gbps"]
+            row["probes_gbps"].append(between)
+            row["llama_adjacent_gbps"] = max(before, between)
+            before = between
         r, row["qrun_rss_mib"] = timed_rss(
             [qrun, "bench", "-m", f, "-p", 512, "-n", 128, "-t", args.threads, "-r",
              args.reps, "--json"])
         q = json.loads(r.stdout.strip().splitlines()[-1])
         row["qrun_pp"], row["qrun_tg"] = q.get("pp_tps"), q.get("tg_tps")
         row["qrun_load_ms"] = q.get("load_ms")
-        r = run([qrun, "bandwidth", "-t", args.threads, "-m", f, "--json"])
-        per_token = json.loads(r.stdout.strip().splitlines()[-1])["bytes_per_token"]
-        row["bytes_per_token"] = per_token  # the roofline is set once all probes ran
+        after = probe_gbps(qrun, args, "-m", f)
+        row["probes_gbps"].append(after["read_gbps"])
+        row["qrun_adjacent_gbps"] = max(before, after["read_gbps"])
+        row["bytes_per_token"] = after["bytes_per_token"]  # the roofline is set once all ran
         rows.append(row)
     return rows
 
@@ -331,28 +348,39 @@ def markdown(report, args):
         return f"{v:.{nd}f}" if v is not None else "–"
 
     if report["speed"]:
+        adjacent = [b for r in report["speed"] for b in r.get("probes_gbps", [])] or [math.nan]
         lines += [f"Decoder speed, tokens/s, same file, same {args.threads} threads, one after "
                   f"the other (llama-bench -p 512 -n 128 -r {args.reps}; qrun bench likewise). "
                   f"Roofline: {report['bandwidth_gbps']:.1f} GB/s read bandwidth (`qrun "
                   f"bandwidth -t {args.threads}`, the highest of its readings: in huge pages "
                   f"as qrun's weights, before and after the runs, "
-                  f"{' and '.join(f'{b:.1f}' for b in report['bandwidth_probes_gbps'])}; in "
+                  f"{' and '.join(f'{b:.1f}' for b in report['bandwidth_probes_gbps'])}, "
+                  f"and between the benches, {min(adjacent):.1f} to {max(adjacent):.1f}; in "
                   f"4 KiB pages {report['bandwidth_small_pages_gbps']:.1f}) / weight "
-                  "bytes read per token. RSS: peak resident memory of the whole bench process "
-                  "(GNU time).", "",
+                  "bytes read per token. Adjacent: the same against the higher of the probes "
+                  "just before and just after that runtime's own bench (the VM's bandwidth "
+                  "drifts within minutes). RSS: peak resident memory of the whole bench "
+                  "process (GNU time).", "",
                   "| model | format | MiB | llama.cpp pp512 | qrun pp512 | ratio | llama.cpp "
-                  "tg128 | qrun tg128 | ratio | roofline tg | qrun % of roofline | llama.cpp % "
-                  "of roofline | RSS MiB llama.cpp / qrun |",
+                  "tg128 | qrun tg128 | ratio | roofline tg | qrun % of roofline (adjacent) | "
+                  "llama.cpp % of roofline (adjacent) | RSS MiB llama.cpp / qrun |",
                   "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in report["speed"]:
             roof = r["roofline_tg"]
-            pct = (lambda v: f"{100 * v / roof:.0f}%" if v else "–")
+
+            def pct(v, adjacent_gbps):
+                if not v:
+                    return "–"
+                near = (f" ({100 * v * r['bytes_per_token'] / (adjacent_gbps * 1e9):.0f}%)"
+                        if adjacent_gbps else "")
+                return f"{100 * v / roof:.0f}%{near}"
             lines.append(
                 f"| {r['model']} | {r['format']} | {r['file_mib']:.0f} | "
                 f"{num(r.get('llama_pp'))} | {num(r['qrun_pp'])} | "
                 f"{ratio(r['qrun_pp'], r.get('llama_pp'))} | {num(r.get('llama_tg'))} | "
                 f"{num(r['qrun_tg'])} | {ratio(r['qrun_tg'], r.get('llama_tg'))} | "
-                f"{roof:.1f} | {pct(r['qrun_tg'])} | {pct(r.get('llama_tg'))} | "
+                f"{roof:.1f} | {pct(r['qrun_tg'], r.get('qrun_adjacent_gbps'))} | "
+                f"{pct(r.get('llama_tg'), r.get('llama_adjacent_gbps'))} | "
                 f"{num(r.get('llama_rss_mib'), 0)} / {num(r.get('qrun_rss_mib'), 0)} |")
         lines.append("")
     if report.get("encoder_speed"):
@@ -400,8 +428,7 @@ def main():
               "threads": args.threads, "decoder": [], "encoder": [], "speed": [],
               "encoder_speed": [], "ttft": []}
     def probe(*flags):
-        r = run([qrun, "bandwidth", "-t", args.threads, "--json", *flags])
-        return json.loads(r.stdout.strip().splitlines()[-1])["read_gbps"]
+        return probe_gbps(qrun, args, *flags)["read_gbps"]
 
     if "speed" in what:
         # Huge pages, as qrun's packed weights; 4 KiB pages for reference (llama.cpp's mmap).
@@ -430,7 +457,8 @@ def main():
         # and take the highest reading as the roofline (the stricter one), the 4 KiB-page one
         # included when it reads higher.
         report["bandwidth_probes_gbps"].append(probe())
-        report["bandwidth_gbps"] = max(report["bandwidth_probes_gbps"] +
+        adjacent = [b for row in report["speed"] for b in row["probes_gbps"]]
+        report["bandwidth_gbps"] = max(report["bandwidth_probes_gbps"] + adjacent +
                                        [report["bandwidth_small_pages_gbps"]])
         for row in report["speed"]:
             row["roofline_tg"] = report["bandwidth_gbps"] * 1e9 / row["bytes_per_token"]
