@@ -1,7 +1,8 @@
 //! Row cache: each measured row is saved as JSON under `OUT/cache/`, named by a hash of
 //! everything that decides its result (the model file's path, size and modification time, the
-//! format, device, threads, engine, settings, data files and qbench's version), so an
-//! interrupted run resumes where it stopped and a changed input is measured again.
+//! format, device, threads, engine and its binary, settings, data files and qbench's version),
+//! so an interrupted run resumes where it stopped and a changed input or a rebuilt `qrun` is
+//! measured again.
 
 use super::rows::Measured;
 use anyhow::{Context, Result};

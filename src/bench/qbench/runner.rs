@@ -456,6 +456,8 @@ fn run_model(
             let key = key_of(&json!({
                 "v": QBENCH_VERSION, "model": spec.name, "file": file_identity(gguf),
                 "format": format, "device": device, "threads": o.threads, "engine": "qgguf",
+                // A rebuilt qrun measures again: its speed is what the row reports.
+                "qrun": file_identity(&bins.qrun),
                 "settings": o.settings, "data": cls.as_ref().map(|c| c.identity.clone()),
                 "text": text.map(file_identity), "base": f16_key,
             }));
