@@ -164,12 +164,9 @@ impl GgufFile {
     pub fn release_folios_around(&self, t: &TensorInfo, from: usize, to: usize) {
         const FOLIO: usize = 2 << 20;
         let start = (self.header.data_offset + t.offset) as usize;
-        let lo = ((start + from) / FOLIO * FOLIO).max(start);
-        let hi = (start + to).div_ceil(FOLIO).saturating_mul(FOLIO);
-        let hi = hi.min(start + t.nbytes as usize);
-        if lo < hi {
-            self.map.release(lo..hi);
-        }
+        let lo = ((start + from) / FOLIO * FOLIO).saturating_sub(start);
+        let hi = (start + to).div_ceil(FOLIO).saturating_mul(FOLIO) - start;
+        self.release_part(t, lo, hi);
     }
 
     pub fn advise_sequential(&self) {

@@ -50,8 +50,9 @@ impl Mat {
     /// a file in 2 MiB folios and map a whole folio at the first touch, so a prompt's few
     /// hundred embedding rows would otherwise keep most of Qwen's 97 MiB table resident (80
     /// MiB of the peak RSS of `qrun bench` on Q5_K_S), and releasing the table only after the
-    /// last row still left that much in the peak (Q4_K_M, pp512: 555 -> 4xx MiB); the next
-    /// lookup faults its folio back in from the page cache.
+    /// last row still left that much in the peak (Q4_K_M, pp512: 555 -> 475 MiB); the next
+    /// lookup faults its folio back in from the page cache. The release of the whole table
+    /// after the rows still counts: without it the peak of a Q5_K_S pp512 was 2 MiB higher.
     pub fn rows_then_release(&self, f: &GgufFile, rows: &[u32], out: &mut [f32]) -> Result<()> {
         let row_bytes = self.ty.row_bytes(self.cols).unwrap_or(0);
         let release = self.lookup_only && self.packed.is_none();
