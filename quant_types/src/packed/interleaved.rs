@@ -7,12 +7,14 @@
 //! (oneDNN's, llama.cpp's repacked Q4_0/Q4_K); the file keeps ggml's blocks.
 //!
 //! A unit is 16 rows (the last one of a matrix padded with zero rows), stored block after
-//! block; a block is 32 weights (Q4_0, Q8_0, IQ4_NL, NF4) or a 256-weight super-block
+//! block; a block is 32 weights (Q4_0, Q8_0, IQ4_NL), ggml's 64-weight block (NF4, one scale for
+//! two sub-blocks of 32: the same bytes per weight as the file) or a 256-weight super-block
 //! (Q4_K, Q5_K, Q6_K), with the 16 rows' header fields side by side, then the levels:
 //!
 //! | type | header | levels |
 //! |---|---|---|
-//! | Q4_0, IQ4_NL, NF4 | 16 f16 scales (NF4: its 64-block's) | 256 B: 4-bit, one sub-block of 32 |
+//! | Q4_0, IQ4_NL | 16 f16 scales | 256 B: 4-bit, one sub-block of 32 |
+//! | NF4 | 16 f16 scales | 2 x 256 B: 4-bit, two sub-blocks of 32 |
 //! | Q4_1 | 16 f16 scales, 16 f16 minimums | 256 B: 4-bit |
 //! | Q5_0 | 16 f16 scales | 320 B: 4-bit, then 8 x u64 fifth bits |
 //! | Q5_1 | 16 f16 scales, 16 f16 minimums | 320 B: 4-bit, then 8 x u64 fifth bits |
@@ -79,6 +81,7 @@ impl Woven {
             GgmlType::Q4_K => w(256, 320, 32, 256),
             GgmlType::Q5_K => w(256, 320, 32, 320),
             GgmlType::Q6_K => w(256, 288, 16, 192),
+            GgmlType::NF4 => w(64, 32, 32, 256),
             _ => w(32, 32, 32, 256),
         }
     }
@@ -161,11 +164,7 @@ fn put_header(ty: GgmlType, src: &[u8], b: usize, r: usize, hdr: &mut [u8]) {
         }
         GgmlType::Q8_0 => put16(hdr, r, d_of::<BlockQ8_0>(src, b, |k| k.d)),
         GgmlType::IQ4_NL => put16(hdr, r, d_of::<BlockIQ4NL>(src, b, |k| k.d)),
-        GgmlType::NF4 => {
-            // One NF4 block of 64 covers two 32-weight blocks.
-            let nf4: &[BlockNF4] = bytemuck::cast_slice(src);
-            put16(hdr, r, nf4[b / 2].d)
-        }
+        GgmlType::NF4 => put16(hdr, r, d_of::<BlockNF4>(src, b, |k| k.d)),
         GgmlType::Q4_K | GgmlType::Q5_K => {
             let (d, dmin, sc) = super::layout::k_super_block_header(ty, src, b);
             put16(hdr, r, d);
@@ -321,15 +320,16 @@ pub(crate) fn dequantize_row(w: &PackedMatrix, r: usize, out: &mut [f32]) {
     }
     let u = stored_levels(w, r);
     let unit = w.unit(r / ROWS);
-    let bb = Woven::of(ty).block_bytes();
+    let g = Woven::of(ty);
+    let bb = g.block_bytes();
     for (i, o) in out.iter_mut().enumerate() {
-        let d = get16(&unit[i / 32 * bb..], r % ROWS);
+        let d = get16(&unit[i / g.block * bb..], r % ROWS);
         *o = match ty {
             GgmlType::Q8_0 => (u[i] as i32 - 128) as f32 * d,
             GgmlType::Q4_0 => (u[i] as i32 - 8) as f32 * d,
             GgmlType::Q5_0 => (u[i] as i32 - 16) as f32 * d,
             GgmlType::Q4_1 | GgmlType::Q5_1 => {
-                u[i] as f32 * d + get16(&unit[i / 32 * bb + 32..], r % ROWS)
+                u[i] as f32 * d + get16(&unit[i / g.block * bb + 32..], r % ROWS)
             }
             GgmlType::IQ4_NL => d * KVALUES_IQ4NL[u[i] as usize] as f32,
             GgmlType::NF4 => d * NF4_LEVELS[u[i] as usize],
@@ -388,13 +388,18 @@ pub(crate) fn unpack_row(
                 } else {
                     d
                 };
-                scale[2 * b] = a;
-                scale[2 * b + 1] = a;
-                bias[b] = if has_min(ty) {
+                let bias_b = if has_min(ty) {
                     get16(&blk[32..], i)
                 } else {
                     -offset(ty) as f32 * a
                 };
+                // Every 32-weight sub-block of the block (NF4: two) has the block's scale.
+                let subs = g.block / 32;
+                for s in subs * b..subs * (b + 1) {
+                    scale[2 * s] = a;
+                    scale[2 * s + 1] = a;
+                    bias[s] = bias_b;
+                }
             }
         }
     }

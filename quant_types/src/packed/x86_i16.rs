@@ -40,6 +40,8 @@ trait Blocks32 {
     const LOG2_OFFSET: u32;
     /// Levels carry a fifth bit.
     const FIFTH: bool;
+    /// 32-weight sub-blocks per block, all under the block's scale (NF4: 2).
+    const SUBS: usize = Woven::of(Self::TY).block / 32;
 }
 
 macro_rules! woven {
@@ -140,55 +142,59 @@ unsafe fn tile32<W: Blocks32, const T: usize>(
         if W::SCALE != 1.0 {
             ws = _mm512_mul_ps(ws, _mm512_set1_ps(W::SCALE));
         }
-        // Start every lane at the offset term, -offset * sum(x): the integer sum is then the
-        // product with the signed levels, exactly. The activations carry -128 * sum(x).
-        let ia0 = |t: usize| {
-            let v = _mm512_set1_epi32(*x.off32[t].add(b));
-            match W::LOG2_OFFSET {
-                0 => _mm512_setzero_si512(),
-                3 => _mm512_srai_epi32::<4>(v),
-                4 => _mm512_srai_epi32::<3>(v),
-                _ => {
-                    debug_assert_eq!(W::LOG2_OFFSET, 7);
-                    v
+        for sub in 0..W::SUBS {
+            // The sub-block's index among the row's 32-weight blocks (the activations' blocks).
+            let sb = W::SUBS * b + sub;
+            // Start every lane at the offset term, -offset * sum(x): the integer sum is then the
+            // product with the signed levels, exactly. The activations carry -128 * sum(x).
+            let ia0 = |t: usize| {
+                let v = _mm512_set1_epi32(*x.off32[t].add(sb));
+                match W::LOG2_OFFSET {
+                    0 => _mm512_setzero_si512(),
+                    3 => _mm512_srai_epi32::<4>(v),
+                    4 => _mm512_srai_epi32::<3>(v),
+                    _ => {
+                        debug_assert_eq!(W::LOG2_OFFSET, 7);
+                        v
+                    }
+                }
+            };
+            let mut ia: [__m512i; T] = std::array::from_fn(ia0);
+            let g = Woven::of(W::TY);
+            let lv = blk.add(g.header + sub * g.sub_bytes);
+            let e = 32 * sb;
+            if W::BYTES {
+                for g in 0..8 {
+                    let w = _mm512_loadu_si512(lv.add(64 * g) as *const __m512i);
+                    for t in 0..T {
+                        ia[t] = _mm512_dpbusd_epi32(ia[t], w, quad(x.q[t].add(e + 4 * g)));
+                    }
+                }
+            } else {
+                for p in 0..4 {
+                    let (mut lo, mut hi) = nibble_pair(lv.add(64 * p));
+                    if W::FIFTH {
+                        let bits = |k: usize| (lv.add(256 + 8 * k) as *const u64).read_unaligned();
+                        lo = _mm512_or_si512(lo, _mm512_maskz_mov_epi8(bits(2 * p), fifth));
+                        hi = _mm512_or_si512(hi, _mm512_maskz_mov_epi8(bits(2 * p + 1), fifth));
+                    }
+                    let (lo, hi) = (lookup(lo), lookup(hi));
+                    for t in 0..T {
+                        ia[t] = _mm512_dpbusd_epi32(ia[t], lo, quad(x.q[t].add(e + 8 * p)));
+                        ia[t] = _mm512_dpbusd_epi32(ia[t], hi, quad(x.q[t].add(e + 8 * p + 4)));
+                    }
                 }
             }
-        };
-        let mut ia: [__m512i; T] = std::array::from_fn(ia0);
-        let g = Woven::of(W::TY);
-        let lv = blk.add(g.header);
-        let e = 32 * b;
-        if W::BYTES {
-            for g in 0..8 {
-                let w = _mm512_loadu_si512(lv.add(64 * g) as *const __m512i);
-                for t in 0..T {
-                    ia[t] = _mm512_dpbusd_epi32(ia[t], w, quad(x.q[t].add(e + 4 * g)));
-                }
-            }
-        } else {
-            for p in 0..4 {
-                let (mut lo, mut hi) = nibble_pair(lv.add(64 * p));
-                if W::FIFTH {
-                    let bits = |k: usize| (lv.add(256 + 8 * k) as *const u64).read_unaligned();
-                    lo = _mm512_or_si512(lo, _mm512_maskz_mov_epi8(bits(2 * p), fifth));
-                    hi = _mm512_or_si512(hi, _mm512_maskz_mov_epi8(bits(2 * p + 1), fifth));
-                }
-                let (lo, hi) = (lookup(lo), lookup(hi));
-                for t in 0..T {
-                    ia[t] = _mm512_dpbusd_epi32(ia[t], lo, quad(x.q[t].add(e + 8 * p)));
-                    ia[t] = _mm512_dpbusd_epi32(ia[t], hi, quad(x.q[t].add(e + 8 * p + 4)));
-                }
-            }
-        }
-        for t in 0..T {
-            let scale = _mm512_mul_ps(ws, _mm512_set1_ps(*x.s32[t].add(b)));
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[t]), scale, acc[t]);
-        }
-        if W::LOG2_OFFSET == 0 {
-            // w = d * u + m: the minimums meet the activations' scaled sums.
-            let m = _mm512_cvtph_ps(_mm256_loadu_si256(blk.add(32) as *const __m256i));
             for t in 0..T {
-                acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(*x.c32[t].add(b)), acc[t]);
+                let scale = _mm512_mul_ps(ws, _mm512_set1_ps(*x.s32[t].add(sb)));
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[t]), scale, acc[t]);
+            }
+            if W::LOG2_OFFSET == 0 {
+                // w = d * u + m: the minimums meet the activations' scaled sums.
+                let m = _mm512_cvtph_ps(_mm256_loadu_si256(blk.add(32) as *const __m256i));
+                for t in 0..T {
+                    acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(*x.c32[t].add(sb)), acc[t]);
+                }
             }
         }
     }

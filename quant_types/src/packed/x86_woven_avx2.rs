@@ -63,6 +63,8 @@ trait Blocks32 {
     const FIFTH: bool;
     /// Levels are multiplied signed (sign trick).
     const SIGNED: bool = Self::BYTES || Self::TABLE.is_some();
+    /// 32-weight sub-blocks per block, all under the block's scale (NF4: 2).
+    const SUBS: usize = Woven::of(Self::TY).block / 32;
 }
 
 macro_rules! woven {
@@ -237,112 +239,118 @@ unsafe fn tile32<W: Blocks32, const T: usize, const H: usize>(
                 prefetch_part::<AHEAD>(blk, bb, 0, 1);
             }
         }
-        let lv = blk.add(g.header);
-        let e = 32 * b;
-        // Lanes start at the offset term, -offset * sum(x) (the activations carry
-        // -128 * sum(x)): the integer sum is then the product with the signed levels.
-        let ia0 = |t: usize| {
-            let v = _mm256_set1_epi32(*x.off32[t].add(b));
-            match W::LOG2_OFFSET {
-                0 => _mm256_setzero_si256(),
-                3 => _mm256_srai_epi32::<4>(v),
-                _ => {
-                    debug_assert_eq!(W::LOG2_OFFSET, 4);
-                    _mm256_srai_epi32::<3>(v)
-                }
-            }
-        };
-        let mut ia: [[__m256i; H]; T] = std::array::from_fn(|t| [ia0(t); H]);
-        if W::BYTES {
-            for kg in 0..8 {
-                for hh in 0..H {
-                    let w = _mm256_loadu_si256(lv.add(64 * kg + 32 * (h0 + hh)) as *const __m256i);
-                    let w = _mm256_xor_si256(w, _mm256_set1_epi8(-128));
-                    let aw = _mm256_abs_epi8(w);
-                    for t in 0..T {
-                        let xq = quad(x.q[t].add(e + 4 * kg));
-                        ia[t][hh] = _mm256_add_epi32(ia[t][hh], mul_s(aw, w, xq));
+        for sub in 0..W::SUBS {
+            // The sub-block's index among the row's 32-weight blocks (the activations' blocks).
+            let sb = W::SUBS * b + sub;
+            let lv = blk.add(g.header + sub * g.sub_bytes);
+            let e = 32 * sb;
+            // Lanes start at the offset term, -offset * sum(x) (the activations carry
+            // -128 * sum(x)): the integer sum is then the product with the signed levels.
+            let ia0 = |t: usize| {
+                let v = _mm256_set1_epi32(*x.off32[t].add(sb));
+                match W::LOG2_OFFSET {
+                    0 => _mm256_setzero_si256(),
+                    3 => _mm256_srai_epi32::<4>(v),
+                    _ => {
+                        debug_assert_eq!(W::LOG2_OFFSET, 4);
+                        _mm256_srai_epi32::<3>(v)
                     }
                 }
-            }
-        } else if W::SIGNED && T == 1 && H == 2 {
-            // Decoding, both halves: |x| once per k-group for both, and sign(x) * w per
-            // register (the tables hold no -128, so the sign cannot wrap).
-            for p in 0..4 {
-                let ax = [0, 4].map(|o| quad(x.q[0].add(e + 8 * p + o)));
-                let abs_x = ax.map(|v| _mm256_abs_epi8(v));
-                for hh in 0..H {
-                    let (lo, hi) = nibble_pair(lv.add(64 * p), h0 + hh);
-                    let (lo, hi) = (
-                        _mm256_shuffle_epi8(table, lo),
-                        _mm256_shuffle_epi8(table, hi),
-                    );
-                    let v = _mm256_add_epi32(
-                        widen(_mm256_maddubs_epi16(abs_x[0], _mm256_sign_epi8(lo, ax[0]))),
-                        widen(_mm256_maddubs_epi16(abs_x[1], _mm256_sign_epi8(hi, ax[1]))),
-                    );
-                    ia[0][hh] = _mm256_add_epi32(ia[0][hh], v);
-                }
-            }
-        } else if W::SIGNED {
-            for p in 0..4 {
-                for hh in 0..H {
-                    let (lo, hi) = nibble_pair(lv.add(64 * p), h0 + hh);
-                    let (alo, ahi) = (
-                        _mm256_shuffle_epi8(abs_table, lo),
-                        _mm256_shuffle_epi8(abs_table, hi),
-                    );
-                    let (lo, hi) = (
-                        _mm256_shuffle_epi8(table, lo),
-                        _mm256_shuffle_epi8(table, hi),
-                    );
-                    for t in 0..T {
-                        let v = _mm256_add_epi32(
-                            mul_s(alo, lo, quad(x.q[t].add(e + 8 * p))),
-                            mul_s(ahi, hi, quad(x.q[t].add(e + 8 * p + 4))),
-                        );
-                        ia[t][hh] = _mm256_add_epi32(ia[t][hh], v);
-                    }
-                }
-            }
-        } else {
-            // Unsigned levels: 4-bit ones sum the whole block in i16, 5-bit ones two k-group
-            // pairs at a time (at most 8 x 2 x 15 x 127, 4 x 2 x 31 x 127).
-            let span = if W::FIFTH { 2 } else { 4 };
-            for p0 in (0..4).step_by(span) {
-                let mut s16 = [[_mm256_setzero_si256(); H]; T];
-                for p in p0..p0 + span {
+            };
+            let mut ia: [[__m256i; H]; T] = std::array::from_fn(|t| [ia0(t); H]);
+            if W::BYTES {
+                for kg in 0..8 {
                     for hh in 0..H {
-                        let h = h0 + hh;
-                        let (lo, hi) = unsigned_levels(lv, p, h, W::FIFTH);
+                        let w =
+                            _mm256_loadu_si256(lv.add(64 * kg + 32 * (h0 + hh)) as *const __m256i);
+                        let w = _mm256_xor_si256(w, _mm256_set1_epi8(-128));
+                        let aw = _mm256_abs_epi8(w);
                         for t in 0..T {
-                            let v = pair_u(lo, hi, x.q[t].add(e + 8 * p));
-                            s16[t][hh] = _mm256_add_epi16(s16[t][hh], v);
+                            let xq = quad(x.q[t].add(e + 4 * kg));
+                            ia[t][hh] = _mm256_add_epi32(ia[t][hh], mul_s(aw, w, xq));
                         }
                     }
                 }
-                for t in 0..T {
+            } else if W::SIGNED && T == 1 && H == 2 {
+                // Decoding, both halves: |x| once per k-group for both, and sign(x) * w per
+                // register (the tables hold no -128, so the sign cannot wrap).
+                for p in 0..4 {
+                    let ax = [0, 4].map(|o| quad(x.q[0].add(e + 8 * p + o)));
+                    let abs_x = ax.map(|v| _mm256_abs_epi8(v));
                     for hh in 0..H {
-                        ia[t][hh] = _mm256_add_epi32(ia[t][hh], widen(s16[t][hh]));
+                        let (lo, hi) = nibble_pair(lv.add(64 * p), h0 + hh);
+                        let (lo, hi) = (
+                            _mm256_shuffle_epi8(table, lo),
+                            _mm256_shuffle_epi8(table, hi),
+                        );
+                        let v = _mm256_add_epi32(
+                            widen(_mm256_maddubs_epi16(abs_x[0], _mm256_sign_epi8(lo, ax[0]))),
+                            widen(_mm256_maddubs_epi16(abs_x[1], _mm256_sign_epi8(hi, ax[1]))),
+                        );
+                        ia[0][hh] = _mm256_add_epi32(ia[0][hh], v);
+                    }
+                }
+            } else if W::SIGNED {
+                for p in 0..4 {
+                    for hh in 0..H {
+                        let (lo, hi) = nibble_pair(lv.add(64 * p), h0 + hh);
+                        let (alo, ahi) = (
+                            _mm256_shuffle_epi8(abs_table, lo),
+                            _mm256_shuffle_epi8(abs_table, hi),
+                        );
+                        let (lo, hi) = (
+                            _mm256_shuffle_epi8(table, lo),
+                            _mm256_shuffle_epi8(table, hi),
+                        );
+                        for t in 0..T {
+                            let v = _mm256_add_epi32(
+                                mul_s(alo, lo, quad(x.q[t].add(e + 8 * p))),
+                                mul_s(ahi, hi, quad(x.q[t].add(e + 8 * p + 4))),
+                            );
+                            ia[t][hh] = _mm256_add_epi32(ia[t][hh], v);
+                        }
+                    }
+                }
+            } else {
+                // Unsigned levels: 4-bit ones sum the whole block in i16, 5-bit ones two k-group
+                // pairs at a time (at most 8 x 2 x 15 x 127, 4 x 2 x 31 x 127).
+                let span = if W::FIFTH { 2 } else { 4 };
+                for p0 in (0..4).step_by(span) {
+                    let mut s16 = [[_mm256_setzero_si256(); H]; T];
+                    for p in p0..p0 + span {
+                        for hh in 0..H {
+                            let h = h0 + hh;
+                            let (lo, hi) = unsigned_levels(lv, p, h, W::FIFTH);
+                            for t in 0..T {
+                                let v = pair_u(lo, hi, x.q[t].add(e + 8 * p));
+                                s16[t][hh] = _mm256_add_epi16(s16[t][hh], v);
+                            }
+                        }
+                    }
+                    for t in 0..T {
+                        for hh in 0..H {
+                            ia[t][hh] = _mm256_add_epi32(ia[t][hh], widen(s16[t][hh]));
+                        }
                     }
                 }
             }
-        }
-        for hh in 0..H {
-            let h = h0 + hh;
-            let mut ws = f16x8(blk.add(16 * h));
-            if W::SCALE != 1.0 {
-                ws = _mm256_mul_ps(ws, _mm256_set1_ps(W::SCALE));
-            }
-            for t in 0..T {
-                let scale = _mm256_mul_ps(ws, _mm256_set1_ps(*x.s32[t].add(b)));
-                acc[t][hh] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[t][hh]), scale, acc[t][hh]);
-            }
-            if offset(W::TY) == 0 {
-                // w = d * u + m: the minimums meet the activations' scaled sums.
-                let m = f16x8(blk.add(32 + 16 * h));
+            for hh in 0..H {
+                let h = h0 + hh;
+                let mut ws = f16x8(blk.add(16 * h));
+                if W::SCALE != 1.0 {
+                    ws = _mm256_mul_ps(ws, _mm256_set1_ps(W::SCALE));
+                }
                 for t in 0..T {
-                    acc[t][hh] = _mm256_fmadd_ps(m, _mm256_set1_ps(*x.c32[t].add(b)), acc[t][hh]);
+                    let scale = _mm256_mul_ps(ws, _mm256_set1_ps(*x.s32[t].add(sb)));
+                    acc[t][hh] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[t][hh]), scale, acc[t][hh]);
+                }
+                if offset(W::TY) == 0 {
+                    // w = d * u + m: the minimums meet the activations' scaled sums.
+                    let m = f16x8(blk.add(32 + 16 * h));
+                    for t in 0..T {
+                        acc[t][hh] =
+                            _mm256_fmadd_ps(m, _mm256_set1_ps(*x.c32[t].add(sb)), acc[t][hh]);
+                    }
                 }
             }
         }
