@@ -86,9 +86,14 @@ impl Woven {
         }
     }
 
+    /// Sub-blocks (one scale each in K-quants; NF4's two share the block's) per block.
+    pub(crate) const fn subs(self) -> usize {
+        self.block / self.sub
+    }
+
     /// Bytes per block: header and levels.
     pub(crate) const fn block_bytes(self) -> usize {
-        self.header + self.block / self.sub * self.sub_bytes
+        self.header + self.subs() * self.sub_bytes
     }
 
     /// The loop bounds of a product with rows of `cols` weights of `ty` against activations
@@ -394,7 +399,7 @@ pub(crate) fn unpack_row(
                     -offset(ty) as f32 * a
                 };
                 // Every 32-weight sub-block of the block (NF4: two) has the block's scale.
-                let subs = g.block / 32;
+                let subs = g.subs();
                 for s in subs * b..subs * (b + 1) {
                     scale[2 * s] = a;
                     scale[2 * s + 1] = a;

@@ -41,7 +41,7 @@ trait Blocks32 {
     /// Levels carry a fifth bit.
     const FIFTH: bool;
     /// 32-weight sub-blocks per block, all under the block's scale (NF4: 2).
-    const SUBS: usize = Woven::of(Self::TY).block / 32;
+    const SUBS: usize = Woven::of(Self::TY).subs();
 }
 
 macro_rules! woven {
@@ -132,7 +132,8 @@ unsafe fn tile32<W: Blocks32, const T: usize>(
         Some(_) => _mm512_shuffle_epi8(table, v),
         None => v,
     };
-    let bb = Woven::of(W::TY).block_bytes();
+    let g = Woven::of(W::TY);
+    let bb = g.block_bytes();
     for b in 0..nb {
         let blk = u.add(b * bb);
         if T == 1 {
@@ -163,14 +164,13 @@ unsafe fn tile32<W: Blocks32, const T: usize>(
                 }
             };
             let mut ia: [__m512i; T] = std::array::from_fn(ia0);
-            let g = Woven::of(W::TY);
             let lv = blk.add(g.header + sub * g.sub_bytes);
             let e = 32 * sb;
             if W::BYTES {
-                for g in 0..8 {
-                    let w = _mm512_loadu_si512(lv.add(64 * g) as *const __m512i);
+                for kg in 0..8 {
+                    let w = _mm512_loadu_si512(lv.add(64 * kg) as *const __m512i);
                     for t in 0..T {
-                        ia[t] = _mm512_dpbusd_epi32(ia[t], w, quad(x.q[t].add(e + 4 * g)));
+                        ia[t] = _mm512_dpbusd_epi32(ia[t], w, quad(x.q[t].add(e + 4 * kg)));
                     }
                 }
             } else {

@@ -64,7 +64,7 @@ trait Blocks32 {
     /// Levels are multiplied signed (sign trick).
     const SIGNED: bool = Self::BYTES || Self::TABLE.is_some();
     /// 32-weight sub-blocks per block, all under the block's scale (NF4: 2).
-    const SUBS: usize = Woven::of(Self::TY).block / 32;
+    const SUBS: usize = Woven::of(Self::TY).subs();
 }
 
 macro_rules! woven {
