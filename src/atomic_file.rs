@@ -86,3 +86,12 @@ pub fn persist(tmp: NamedTempFile, path: &Path) -> Result<()> {
     })?;
     Ok(())
 }
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut tmp = temp_beside(path)?;
+    tmp.write_all(bytes)
+        .with_context(|| path.display().to_string())?;
+    persist(tmp, path)
+}

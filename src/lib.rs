@@ -9,6 +9,7 @@ pub mod backend;
 pub mod bench;
 pub mod chat;
 pub mod convert;
+pub mod generate;
 pub mod gguf;
 pub mod mapped;
 pub mod model;
@@ -16,3 +17,10 @@ pub mod sampling;
 pub mod tokenizer;
 
 pub use quant_types;
+
+/// qgguf's cache folder: `$QGGUF_CACHE`, else `~/.cache/qgguf` (None without a home).
+pub fn cache_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os("QGGUF_CACHE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache/qgguf")))
+}

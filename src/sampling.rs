@@ -2,7 +2,7 @@
 //! top-p, temperature, then a draw. Temperature 0 is greedy. Buffers are reused from token to
 //! token.
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SamplerConfig {
     pub temperature: f32,
     pub top_k: usize,
@@ -29,6 +29,7 @@ impl Default for SamplerConfig {
 pub struct Sampler {
     pub cfg: SamplerConfig,
     state: u64,
+    penalized: Vec<u32>,
     candidates: Vec<(u32, f32)>,
 }
 
@@ -38,6 +39,7 @@ impl Sampler {
         Sampler {
             cfg,
             state: state.max(1),
+            penalized: Vec::new(),
             candidates: Vec::new(),
         }
     }
@@ -54,77 +56,106 @@ impl Sampler {
     /// Picks the next token from `logits` (modified in place by the penalty) given the tokens
     /// seen so far.
     pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
+        let mut ids = std::mem::take(&mut self.penalized);
+        let draw = self.next_step(history, &mut ids);
+        let t = choose_with(logits, &self.cfg, draw, &ids, &mut self.candidates);
+        self.penalized = ids;
+        t
+    }
+
+    /// A step's inputs, for sampling where the logits are ([`choose`]): the uniform draw
+    /// (taken only when the temperature is above 0, so the sequence of draws is the same
+    /// whoever samples), and into `penalized` the distinct recent tokens, sorted.
+    pub fn next_step(&mut self, history: &[u32], penalized: &mut Vec<u32>) -> f32 {
+        penalized.clear();
         let c = &self.cfg;
         if c.repeat_penalty != 1.0 && c.repeat_last_n > 0 {
             let start = history.len().saturating_sub(c.repeat_last_n);
-            let mut seen = history[start..].to_vec();
-            seen.sort_unstable();
-            seen.dedup();
-            for &t in &seen {
-                if let Some(l) = logits.get_mut(t as usize) {
-                    *l = if *l > 0.0 {
-                        *l / c.repeat_penalty
-                    } else {
-                        *l * c.repeat_penalty
-                    };
-                }
-            }
+            penalized.extend_from_slice(&history[start..]);
+            penalized.sort_unstable();
+            penalized.dedup();
         }
-        if c.temperature <= 0.0 {
-            return argmax(logits);
-        }
-        let k = if c.top_k == 0 {
-            logits.len()
+        if c.temperature > 0.0 {
+            self.uniform()
         } else {
-            c.top_k.min(logits.len())
-        };
-        self.candidates.clear();
-        self.candidates
-            .extend(logits.iter().enumerate().map(|(i, &l)| (i as u32, l)));
-        if k < self.candidates.len() {
-            self.candidates
-                .select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
-            self.candidates.truncate(k);
+            0.0
         }
-        self.candidates.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
-        // Softmax over the survivors (at temperature 1 for top-p, as llama.cpp's chain does).
-        let max = self.candidates[0].1;
-        let mut probs: Vec<f32> = self
-            .candidates
-            .iter()
-            .map(|&(_, l)| (l - max).exp())
-            .collect();
-        let sum: f32 = probs.iter().sum();
-        probs.iter_mut().for_each(|p| *p /= sum);
-        let mut keep = probs.len();
-        if c.top_p < 1.0 {
-            let mut acc = 0.0;
-            for (i, p) in probs.iter().enumerate() {
-                acc += p;
-                if acc >= c.top_p {
-                    keep = i + 1;
-                    break;
-                }
-            }
-        }
-        let temperature = c.temperature;
-        let draw = self.uniform();
-        let kept = &self.candidates[..keep];
-        let max = kept[0].1;
-        let weights: Vec<f32> = kept
-            .iter()
-            .map(|&(_, l)| ((l - max) / temperature).exp())
-            .collect();
-        let total: f32 = weights.iter().sum();
-        let mut r = draw * total;
-        for (w, &(id, _)) in weights.iter().zip(kept) {
-            r -= w;
-            if r <= 0.0 {
-                return id;
-            }
-        }
-        kept[keep - 1].0
     }
+}
+
+/// The token that `cfg` picks from `logits` (the repetition penalty is applied to them in
+/// place, for the `penalized` ids) with the uniform number `draw`.
+pub fn choose(logits: &mut [f32], cfg: &SamplerConfig, draw: f32, penalized: &[u32]) -> u32 {
+    choose_with(logits, cfg, draw, penalized, &mut Vec::new())
+}
+
+/// [`choose`] with a reusable buffer for the candidates.
+pub fn choose_with(
+    logits: &mut [f32],
+    cfg: &SamplerConfig,
+    draw: f32,
+    penalized: &[u32],
+    candidates: &mut Vec<(u32, f32)>,
+) -> u32 {
+    let c = cfg;
+    if c.repeat_penalty != 1.0 {
+        for &t in penalized {
+            if let Some(l) = logits.get_mut(t as usize) {
+                *l = if *l > 0.0 {
+                    *l / c.repeat_penalty
+                } else {
+                    *l * c.repeat_penalty
+                };
+            }
+        }
+    }
+    if c.temperature <= 0.0 {
+        return argmax(logits);
+    }
+    let k = if c.top_k == 0 {
+        logits.len()
+    } else {
+        c.top_k.min(logits.len())
+    };
+    candidates.clear();
+    candidates.extend(logits.iter().enumerate().map(|(i, &l)| (i as u32, l)));
+    if k < candidates.len() {
+        candidates.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
+        candidates.truncate(k);
+    }
+    candidates.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
+    // Softmax over the survivors (at temperature 1 for top-p, as llama.cpp's chain does).
+    let max = candidates[0].1;
+    let mut probs: Vec<f32> = candidates.iter().map(|&(_, l)| (l - max).exp()).collect();
+    let sum: f32 = probs.iter().sum();
+    probs.iter_mut().for_each(|p| *p /= sum);
+    let mut keep = probs.len();
+    if c.top_p < 1.0 {
+        let mut acc = 0.0;
+        for (i, p) in probs.iter().enumerate() {
+            acc += p;
+            if acc >= c.top_p {
+                keep = i + 1;
+                break;
+            }
+        }
+    }
+    let temperature = c.temperature;
+    let kept = &candidates[..keep];
+    let max = kept[0].1;
+    let weights: Vec<f32> = kept
+        .iter()
+        .map(|&(_, l)| ((l - max) / temperature).exp())
+        .collect();
+    let total: f32 = weights.iter().sum();
+    let mut r = draw * total;
+    for (w, &(id, _)) in weights.iter().zip(kept) {
+        r -= w;
+        if r <= 0.0 {
+            return id;
+        }
+    }
+    kept[keep - 1].0
 }
 
 pub fn argmax(logits: &[f32]) -> u32 {

@@ -131,9 +131,9 @@ fn check_fixture(fixture: &str) {
         }
         match &model.arch {
             Arch::Qwen2(m) => {
-                let mut st = m.new_state_with(256, kv_type(preset));
+                let mut st = m.new_state_with(256, kv_type(preset)).unwrap();
                 for (c, (case, ids)) in cases.iter().zip(&all_ids).enumerate() {
-                    if m.cls.is_some() {
+                    if m.has_cls {
                         let logits = m.classify(&model.file, &mut st, ids).unwrap();
                         close(
                             &what(c, "class logits"),
@@ -287,11 +287,15 @@ fn packed_and_in_place_weights_agree() {
     ] {
         let path = build(tmp.path(), "tiny-qwen2", &vocab, preset);
         let logits = |pack: bool| {
-            let model = Model::load_with(&path, pack).unwrap();
+            let opts = qgguf::model::LoadOptions {
+                pack,
+                ..Default::default()
+            };
+            let model = Model::load_with(&path, &opts).unwrap();
             let Arch::Qwen2(m) = &model.arch else {
                 unreachable!()
             };
-            let mut st = m.new_state(64);
+            let mut st = m.new_state(64).unwrap();
             m.forward(&model.file, &mut st, &tokens, Output::AllLogits)
                 .unwrap();
             st.logits[..tokens.len() * m.hp.n_vocab].to_vec()

@@ -9,7 +9,7 @@ compute), each in a child process of its own, on the same synthetic checkpoints 
           warm-up.
 Peak VRAM: torch.cuda.max_memory_allocated (the CUDA context is not counted).
 
-  python3 tools/gpu_hf_speed.py --decoder DIR --encoder DIR > rows.jsonl
+  python3 tools/gpu_hf_speed.py [--precisions fp16,int8,nf4] --decoder DIR --encoder DIR > rows.jsonl
 """
 
 import argparse
@@ -77,6 +77,7 @@ def main():
     p.add_argument("--decoder")
     p.add_argument("--encoder")
     p.add_argument("--child", nargs=3)
+    p.add_argument("--precisions", default="fp16,int8,nf4")
     a = p.parse_args()
     if a.child:
         child(*a.child)
@@ -84,7 +85,7 @@ def main():
     for kind, path in (("decoder", a.decoder), ("encoder", a.encoder)):
         if not path:
             continue
-        for precision in ("fp16", "int8", "nf4"):
+        for precision in a.precisions.split(","):
             r = subprocess.run([sys.executable, __file__, "--child", kind, path, precision],
                                capture_output=True, text=True)
             lines = [l for l in r.stdout.splitlines() if l.startswith("{")]

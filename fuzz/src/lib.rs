@@ -106,11 +106,11 @@ fn run_model(model: &Model, ids: &[u32]) -> Result<()> {
     ));
     match &model.arch {
         Arch::Qwen2(m) => {
-            let mut st = m.new_state(ids.len() + 1);
+            let mut st = m.new_state(ids.len() + 1)?;
             m.forward(&model.file, &mut st, &ids, Output::LastLogits)?;
             black_box(qgguf::sampling::argmax(&st.logits));
             m.forward(&model.file, &mut st, &ids[..1], Output::LastLogits)?;
-            if m.cls.is_some() {
+            if m.has_cls {
                 black_box(m.classify(&model.file, &mut st, &ids)?);
             }
         }

@@ -1,11 +1,13 @@
 //! Timing loops of `qrun bench`, with llama-bench's test definitions: prompt processing of
-//! `n_prompt` tokens from an empty cache (pp), generation of `n_gen` tokens one at a time from an
-//! empty cache (tg), each repeated after a warm-up; for encoders, the time of one batch of
-//! `batch` sequences of `n_prompt` tokens per example.
+//! `n_prompt` tokens (pp), generation of `n_gen` tokens one at a time (tg), each after `depth`
+//! tokens already in the cache (`-d`, untimed) and repeated after a warm-up. A generated token
+//! is sampled (greedy, where the logits are) and fed back, as in a real generation. For
+//! encoders: the time of one batch of `batch` sequences of `n_prompt` tokens per example.
 
-use crate::model::encoder::{Batch, EncoderState};
-use crate::model::qwen2::Output;
+use crate::model::encoder::{Batch, EncoderState, Wants};
+use crate::model::qwen2::{DecoderState, Output, Qwen2};
 use crate::model::{Arch, Model};
+use crate::sampling::{Sampler, SamplerConfig};
 use anyhow::Result;
 use serde::Serialize;
 use std::time::Instant;
@@ -26,6 +28,7 @@ pub struct SpeedResult {
     pub ms_per_example: Option<f64>,
     pub ms_per_example_std: Option<f64>,
     pub repetitions: usize,
+    pub depth: usize,
 }
 
 /// Deterministic pseudo-random token ids in `[0, n_vocab)`.
@@ -51,15 +54,41 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
     (m, var.sqrt())
 }
 
-pub fn run(
-    model: &Model,
-    name: &str,
-    file_type: &str,
-    n_prompt: usize,
-    n_gen: usize,
-    batch: usize,
-    reps: usize,
-) -> Result<SpeedResult> {
+/// What one `qrun bench` run measures.
+#[derive(Clone, Copy, Debug)]
+pub struct BenchSpec {
+    pub n_prompt: usize,
+    pub n_gen: usize,
+    /// Tokens in the cache before each test (llama-bench's `-d`).
+    pub depth: usize,
+    /// Encoders: sequences per batch.
+    pub batch: usize,
+    pub reps: usize,
+}
+
+/// Fills the cache with `depth` tokens (untimed).
+fn prefill_depth(
+    m: &Qwen2,
+    f: &crate::gguf::GgufFile,
+    st: &mut DecoderState,
+    depth: usize,
+) -> Result<()> {
+    st.reset();
+    let toks = tokens(depth, m.hp.n_vocab, 99);
+    for chunk in toks.chunks(512) {
+        m.forward(f, st, chunk, Output::LastLogits)?;
+    }
+    Ok(())
+}
+
+pub fn run(model: &Model, name: &str, file_type: &str, spec: BenchSpec) -> Result<SpeedResult> {
+    let BenchSpec {
+        n_prompt,
+        n_gen,
+        depth,
+        batch,
+        reps,
+    } = spec;
     let threads = rayon::current_num_threads();
     let reps = reps.max(1);
     let mut r = SpeedResult {
@@ -76,19 +105,20 @@ pub fn run(
         ms_per_example: None,
         ms_per_example_std: None,
         repetitions: reps,
+        depth,
     };
     match &model.arch {
         Arch::Qwen2(m) => {
-            let mut st = m.new_state(n_prompt.max(n_gen).max(1) + 1);
+            let mut st = m.new_state(depth + n_prompt.max(n_gen).max(1) + 1)?;
             let f = &model.file;
             if n_prompt > 0 {
                 let toks = tokens(n_prompt, m.hp.n_vocab, 42);
                 // Warm-up at full length: buffers reach their size, GPU libraries initialise.
-                st.reset();
+                prefill_depth(m, f, &mut st, depth)?;
                 m.forward(f, &mut st, &toks, Output::LastLogits)?;
                 let mut tps = Vec::new();
                 for _ in 0..reps {
-                    st.reset();
+                    prefill_depth(m, f, &mut st, depth)?;
                     let t = Instant::now();
                     m.forward(f, &mut st, &toks, Output::LastLogits)?;
                     tps.push(n_prompt as f64 / t.elapsed().as_secs_f64());
@@ -98,16 +128,27 @@ pub fn run(
                 r.pp_tps_std = Some(b);
             }
             if n_gen > 0 {
-                let toks = tokens(n_gen, m.hp.n_vocab, 7);
-                st.reset();
-                m.forward(f, &mut st, &toks[..1], Output::LastLogits)?;
+                let first = tokens(1, m.hp.n_vocab, 7)[0];
+                let mut sampler = Sampler::new(SamplerConfig {
+                    temperature: 0.0,
+                    ..Default::default()
+                });
+                let mut generate = |st: &mut DecoderState, n: usize| -> Result<()> {
+                    let mut tok = first;
+                    for _ in 0..n {
+                        tok = m.forward_sample(f, st, &[tok], &mut sampler, &[])?;
+                    }
+                    Ok(())
+                };
+                // Warm-up: a decoded token's first passes size buffers (and a GPU captures
+                // its graph).
+                prefill_depth(m, f, &mut st, depth)?;
+                generate(&mut st, 3.min(n_gen))?;
                 let mut tps = Vec::new();
                 for _ in 0..reps {
-                    st.reset();
+                    prefill_depth(m, f, &mut st, depth)?;
                     let t = Instant::now();
-                    for &tok in &toks {
-                        m.forward(f, &mut st, &[tok], Output::LastLogits)?;
-                    }
+                    generate(&mut st, n_gen)?;
                     tps.push(n_gen as f64 / t.elapsed().as_secs_f64());
                 }
                 let (a, b) = mean_std(&tps);
@@ -121,16 +162,22 @@ pub fn run(
                 Arch::ModernBert(m) => m.hp.n_vocab,
                 _ => unreachable!(),
             };
+            // What a classification or embedding job takes back.
+            let wants = if model.has_classifier() {
+                Wants::LOGITS
+            } else {
+                Wants::POOLED
+            };
             let seqs: Vec<Vec<u32>> = (0..batch)
                 .map(|i| tokens(n_prompt, n_vocab, 100 + i as u64))
                 .collect();
             let b = Batch::new(&seqs)?;
             let mut st = EncoderState::default();
-            model.encode(&b, &mut st)?;
+            model.encode_with(&b, &mut st, wants)?;
             let mut ms = Vec::new();
             for _ in 0..reps {
                 let t = Instant::now();
-                model.encode(&b, &mut st)?;
+                model.encode_with(&b, &mut st, wants)?;
                 ms.push(t.elapsed().as_secs_f64() * 1000.0 / batch as f64);
             }
             let (a, sd) = mean_std(&ms);

@@ -10,14 +10,12 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use qgguf::backend::cpu::kv_cache::KvType;
-use qgguf::backend::offload;
+use qgguf::backend::{self, GpuOptions, KvType};
 use qgguf::bench::{perplexity, speed};
 use qgguf::chat::{self, Message};
 use qgguf::convert::mix::file_type_name;
-use qgguf::model::encoder::{normalize_rows, Batch, EncoderState};
-use qgguf::model::qwen2::Output;
-use qgguf::model::{Arch, Model};
+use qgguf::model::encoder::{normalize_rows, Batch, EncoderState, Wants};
+use qgguf::model::{Arch, LoadOptions, Model};
 use qgguf::sampling::{Sampler, SamplerConfig};
 use qgguf::tokenizer::Tokenizer;
 use serde_json::json;
@@ -89,6 +87,14 @@ struct ModelArgs {
     /// Decoders: element type of the KV cache (llama.cpp's default is f16).
     #[arg(long = "cache-type", value_enum, default_value_t = KvType::F16)]
     cache_type: KvType,
+    /// With -ngl: launch every kernel of every decoded token instead of replaying the
+    /// token's captured CUDA graph (to compare).
+    #[arg(long)]
+    no_cuda_graphs: bool,
+    /// Read the CPU's weights in place from the file instead of packing them for the SIMD
+    /// kernels (to compare).
+    #[arg(long)]
+    no_pack: bool,
 }
 
 #[derive(Args)]
@@ -178,6 +184,9 @@ struct BenchArgs {
     /// Encoders: sequences per batch.
     #[arg(long, default_value_t = 32)]
     batch: usize,
+    /// Tokens already in the cache before each test (llama-bench's -d).
+    #[arg(short = 'd', long = "n-depth", default_value_t = 0)]
+    depth: usize,
     #[arg(long)]
     json: bool,
 }
@@ -262,22 +271,19 @@ fn in_thread_pool(cmd: Command) -> Result<()> {
 
 fn setup(m: &ModelArgs) -> Result<(Model, f64)> {
     let t = Instant::now();
-    // With offload, weights stay in the file's map: the GPU uploads from it, and packing copies
-    // of layers that will run on the GPU would only cost memory.
-    let pack = m.ngl == 0 && qgguf::model::weights::packing_enabled();
-    let mut model = Model::load_with(&m.model, pack)?;
+    let opts = LoadOptions {
+        pack: !m.no_pack,
+        ngl: m.ngl,
+        gpu: GpuOptions {
+            graphs: !m.no_cuda_graphs,
+        },
+        gpu_fallback: m.gpu_fallback,
+    };
+    let model = Model::load_with(&m.model, &opts)?;
     if m.ngl > 0 {
-        match offload::attach(&mut model, m.ngl) {
-            Ok(summary) => {
-                eprintln!("qrun: {summary}");
-                if m.cache_type == KvType::F32 {
-                    eprintln!("qrun: note: offloaded layers keep an f16 KV cache (--cache-type applies to the CPU's layers)");
-                }
-            }
-            Err(e) if m.gpu_fallback => {
-                eprintln!("qrun: warning: {e:#}; running on the CPU (--gpu-fallback)")
-            }
-            Err(e) => bail!("{e:#} (pass --gpu-fallback to run on the CPU instead)"),
+        eprintln!("qrun: {}", model.placement());
+        if m.cache_type == KvType::F32 {
+            eprintln!("qrun: note: offloaded layers keep an f16 KV cache (--cache-type applies to the CPU's layers)");
         }
     }
     Ok((model, t.elapsed().as_secs_f64() * 1000.0))
@@ -285,7 +291,7 @@ fn setup(m: &ModelArgs) -> Result<(Model, f64)> {
 
 /// The GPU memory line of the timing summary (nothing when no GPU was used).
 fn report_vram() {
-    if let Some(v) = offload::vram() {
+    if let Some(v) = backend::vram() {
         eprintln!(
             "qrun: GPU memory: peak {:.1} MiB held by qgguf, {:.1} MiB in use on the device (of {:.0} MiB)",
             v.peak_mib, v.device_mib, v.total_mib
@@ -447,44 +453,37 @@ fn generate(a: GenerateArgs) -> Result<()> {
         seed,
     });
     let stops = stop_tokens(&model, &tok);
-    let mut st = m.try_new_state_with(ctx, a.m.cache_type)?;
+    let mut st = m.new_state_with(ctx, a.m.cache_type)?;
     let out = std::io::stdout();
     let mut out = out.lock();
     if !a.json {
         write!(out, "{text}")?;
         out.flush()?;
     }
-    let t0 = Instant::now();
-    m.forward(&model.file, &mut st, &prompt, Output::LastLogits)?;
-    let prompt_ms = t0.elapsed().as_secs_f64() * 1000.0;
-    let mut history = prompt.clone();
-    let mut generated: Vec<u32> = Vec::new();
     let mut printed = 0usize;
-    let t1 = Instant::now();
-    let mut evals = 0usize;
-    for _ in 0..n_predict {
-        let next = sampler.sample(&mut st.logits, &history);
-        if stops.contains(&next) {
-            break;
-        }
-        generated.push(next);
-        history.push(next);
-        if !a.json {
-            let s = tok.decode(&generated, true)?;
-            // Hold back an incomplete UTF-8 sequence until its last token arrives.
-            if !s.ends_with('\u{FFFD}') && s.len() > printed {
-                write!(out, "{}", &s[printed..])?;
-                out.flush()?;
-                printed = s.len();
+    let stream = !a.json;
+    let g = qgguf::generate::generate(
+        m,
+        &model.file,
+        &mut st,
+        &prompt,
+        n_predict,
+        &mut sampler,
+        &stops,
+        |_, generated| {
+            if stream {
+                let s = tok.decode(generated, true)?;
+                // Hold back an incomplete UTF-8 sequence until its last token arrives.
+                if !s.ends_with('\u{FFFD}') && s.len() > printed {
+                    write!(out, "{}", &s[printed..])?;
+                    out.flush()?;
+                    printed = s.len();
+                }
             }
-        }
-        if generated.len() == n_predict {
-            break;
-        }
-        m.forward(&model.file, &mut st, &[next], Output::LastLogits)?;
-        evals += 1;
-    }
-    let gen_ms = t1.elapsed().as_secs_f64() * 1000.0;
+            Ok(true)
+        },
+    )?;
+    let (prompt_ms, gen_ms, evals, generated) = (g.prompt_ms, g.eval_ms, g.evals, g.tokens);
     let completion = tok.decode(&generated, true)?;
     if a.json {
         println!(
@@ -494,7 +493,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
                 "generated_tokens": generated.len(), "load_ms": load_ms, "prompt_ms": prompt_ms,
                 "prompt_tps": prompt.len() as f64 / (prompt_ms / 1000.0),
                 "eval_ms": gen_ms, "eval_tps": if evals > 0 { evals as f64 / (gen_ms / 1000.0) } else { 0.0 },
-                "vram_peak_mib": offload::vram().map(|v| v.peak_mib),
+                "vram_peak_mib": backend::vram().map(|v| v.peak_mib),
             })
         );
     } else {
@@ -643,10 +642,8 @@ fn batch_job(a: BatchArgs, classify: bool) -> Result<()> {
             .collect::<Result<_>>()?;
         Ok(match &model.arch {
             Arch::Qwen2(m) => {
-                let mut dst = m.try_new_state_with(
-                    ids.iter().map(Vec::len).max().unwrap_or(1),
-                    a.m.cache_type,
-                )?;
+                let mut dst =
+                    m.new_state_with(ids.iter().map(Vec::len).max().unwrap_or(1), a.m.cache_type)?;
                 let mut rows = Vec::new();
                 for s in &ids {
                     let logits = m.classify(&model.file, &mut dst, s)?;
@@ -656,7 +653,12 @@ fn batch_job(a: BatchArgs, classify: bool) -> Result<()> {
             }
             _ => {
                 let batch = Batch::new(&ids)?;
-                let mut out = model.encode(&batch, &mut st)?;
+                let wants = if classify {
+                    Wants::LOGITS
+                } else {
+                    Wants::POOLED
+                };
+                let mut out = model.encode_with(&batch, &mut st, wants)?;
                 if classify {
                     out.logits
                         .chunks(out.n_labels)
@@ -699,8 +701,8 @@ fn batch_job(a: BatchArgs, classify: bool) -> Result<()> {
                 "load_ms": load_ms, "total_ms": ms, "ms_per_example": ms / texts.len() as f64,
                 "threads": rayon::current_num_threads(), "ngl": a.m.ngl,
                 "peak_rss_mib": qgguf::bench::peak_rss_mib(),
-                "vram_peak_mib": offload::vram().map(|v| v.peak_mib),
-                "vram_device_mib": offload::vram().map(|v| v.device_mib),
+                "vram_peak_mib": backend::vram().map(|v| v.peak_mib),
+                "vram_device_mib": backend::vram().map(|v| v.device_mib),
             })
         );
     }
@@ -732,10 +734,13 @@ fn bench(a: BenchArgs) -> Result<()> {
         &model,
         &name,
         &file_type(&model),
-        a.n_prompt,
-        if model.is_decoder() { a.n_gen } else { 0 },
-        a.batch,
-        a.repetitions,
+        speed::BenchSpec {
+            n_prompt: a.n_prompt,
+            n_gen: if model.is_decoder() { a.n_gen } else { 0 },
+            depth: a.depth,
+            batch: a.batch,
+            reps: a.repetitions,
+        },
     )?;
     if a.json {
         let mut v = serde_json::to_value(&r)?;
@@ -743,8 +748,8 @@ fn bench(a: BenchArgs) -> Result<()> {
         v["arch"] = json!(model.arch_name());
         v["file_bytes"] = json!(model.file.file_size());
         v["ngl"] = json!(a.m.ngl);
-        v["vram_peak_mib"] = json!(offload::vram().map(|v| v.peak_mib));
-        v["vram_device_mib"] = json!(offload::vram().map(|v| v.device_mib));
+        v["vram_peak_mib"] = json!(backend::vram().map(|v| v.peak_mib));
+        v["vram_device_mib"] = json!(backend::vram().map(|v| v.device_mib));
         v["peak_rss_mib"] = json!(qgguf::bench::peak_rss_mib());
         println!("{v}");
         return Ok(());
@@ -795,7 +800,7 @@ fn ppl(a: PerplexityArgs) -> Result<()> {
     context_size(Some(a.ctx), m.hp.n_ctx_train)?;
     let tok = Tokenizer::for_model(&a.m.model, &model.file)?;
     let tokens = tok.encode(&text, true)?;
-    let mut st = m.try_new_state_with(a.ctx, a.m.cache_type)?;
+    let mut st = m.new_state_with(a.ctx, a.m.cache_type)?;
     let chunks = a.chunks.unwrap_or(usize::MAX);
     let progress =
         |c: usize, n: usize, p: f64| eprint!("\rqrun: chunk {c}/{n}, perplexity so far {p:.4}   ");
@@ -851,7 +856,7 @@ fn ppl(a: PerplexityArgs) -> Result<()> {
                 "model": a.m.model, "ctx": a.ctx, "tokens_scored": report.n_tokens_scored,
                 "ppl": report.ppl, "ppl_err": report.ppl_err, "load_ms": load_ms,
                 "peak_rss_mib": qgguf::bench::peak_rss_mib(),
-                "vram_peak_mib": offload::vram().map(|v| v.peak_mib),
+                "vram_peak_mib": backend::vram().map(|v| v.peak_mib),
                 "kld": report.kld.as_ref().map(|k| json!({
                     "ppl_base": k.ppl_base, "mean": k.mean_kld, "mean_err": k.mean_kld_err,
                     "p99": k.kld_99, "same_top_pct": k.same_top_pct,

@@ -2,13 +2,13 @@
 //! post-norm layers with biased projections and GELU, mean or CLS pooling, and optionally a
 //! classifier (`cls` + tanh as BERT's pooler, then `cls.output`).
 
-use super::encoder::{Batch, EncoderOutput, EncoderState, Pooling};
-use super::weights::{sized, Linear, Loader, Mat, Norm};
-use crate::backend::cpu::attention::{self, Heads};
-use crate::backend::cpu::ops;
+use super::encoder::{check_batch, in_parts, Batch, EncoderGraph, EncoderOutput, EncoderState};
+use super::encoder::{Pooling, Wants};
+use super::weights::{Loader, Norm};
+use super::LoadOptions;
+use crate::backend::{Backend, Heads, Qkv, Rows, SeqAttn, Use, WithBackend};
 use crate::gguf::GgufFile;
-use anyhow::{bail, Result};
-use rayon::prelude::*;
+use anyhow::{bail, Context, Result};
 
 #[derive(Clone, Debug)]
 pub struct BertParams {
@@ -21,38 +21,17 @@ pub struct BertParams {
     pub eps: f32,
 }
 
-struct Layer {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
-    attn_out_norm: Norm,
-    up: Linear,
-    down: Linear,
-    out_norm: Norm,
-}
-
 pub struct Bert {
     pub hp: BertParams,
-    token_embd: Mat,
-    pos_embd: Mat,
-    type_embd: Option<Mat>,
-    embd_norm: Norm,
-    layers: Vec<Layer>,
     pub pooling: Pooling,
-    pooler: Option<Linear>,
-    cls_out: Option<Linear>,
     pub labels: Vec<String>,
+    has_cls: bool,
+    pub(crate) graph: Box<dyn EncoderGraph>,
 }
 
 impl Bert {
-    pub fn load(f: &GgufFile) -> Result<Bert> {
-        Self::load_with(f, super::weights::packing_enabled())
-    }
-
-    /// Loads with packed weights (`pack`, where the CPU has the kernels) or weights in place.
-    pub fn load_with(f: &GgufFile, pack: bool) -> Result<Bert> {
-        let l = Loader::new(f, pack);
+    pub fn load(f: &GgufFile, opts: &LoadOptions) -> Result<Bert> {
+        let l = Loader::new(f);
         let a = "bert";
         let n_embd = l.hp(a, "embedding_length")?;
         let n_head = l.hp(a, "attention.head_count")?;
@@ -74,191 +53,247 @@ impl Bert {
             n_vocab,
             eps: l.hp_f32(a, "attention.layer_norm_epsilon")?,
         };
+        let labels = l.labels(a);
+        let pooling = l
+            .hp_opt(a, "pooling_type")?
+            .and_then(Pooling::from_gguf)
+            .unwrap_or(Pooling::Mean);
+        let plan = Plan {
+            f,
+            hp: &hp,
+            pooling,
+            n_labels: labels.len().max(1),
+        };
+        let graph = super::on_backend(plan, opts, hp.n_layer)?;
+        Ok(Bert {
+            has_cls: l.has("cls.output.weight"),
+            hp,
+            pooling,
+            labels,
+            graph,
+        })
+    }
+
+    pub fn has_classifier(&self) -> bool {
+        self.has_cls
+    }
+}
+
+struct Layer<B: Backend> {
+    q: B::Linear,
+    k: B::Linear,
+    v: B::Linear,
+    o: B::Linear,
+    attn_out_norm: Norm<B>,
+    up: B::Linear,
+    down: B::Linear,
+    out_norm: Norm<B>,
+}
+
+struct Graph<B: Backend> {
+    b: &'static B,
+    hp: BertParams,
+    token_embd: B::Linear,
+    pos_embd: B::Linear,
+    type_embd: Option<B::Linear>,
+    embd_norm: Norm<B>,
+    layers: Vec<Layer<B>>,
+    pooling: Pooling,
+    pooler: Option<B::Linear>,
+    cls_out: Option<B::Linear>,
+}
+
+struct State<B: Backend> {
+    work: B::Work,
+    x: B::Buf,
+    q: B::Buf,
+    k: B::Buf,
+    v: B::Buf,
+    att: B::Buf,
+    ff: B::Buf,
+    pooled: B::Buf,
+    first: B::Buf,
+    t: B::Buf,
+    logits: B::Buf,
+}
+
+struct Plan<'a> {
+    f: &'a GgufFile,
+    hp: &'a BertParams,
+    pooling: Pooling,
+    n_labels: usize,
+}
+
+impl WithBackend for Plan<'_> {
+    type Out = Box<dyn EncoderGraph>;
+
+    fn with<B: Backend>(self, b: &'static B) -> Result<Box<dyn EncoderGraph>> {
+        let (f, hp) = (self.f, self.hp);
+        let l = Loader::new(f);
+        let s = b.session();
         let (e, ff) = (hp.n_embd, hp.n_ff);
-        let n_types = f
-            .tensor("token_types.weight")
-            .map_or(0, |t| t.dims.get(1).copied().unwrap_or(1) as usize);
         // Not with_capacity(n_layer): the count comes from the file, and each layer's
         // tensors are checked as it is loaded (a missing one ends the loop).
         let mut layers = Vec::new();
         for i in 0..hp.n_layer {
             let p = |s: &str| format!("blk.{i}.{s}");
             layers.push(Layer {
-                q: l.linear(&p("attn_q"), e, e)?,
-                k: l.linear(&p("attn_k"), e, e)?,
-                v: l.linear(&p("attn_v"), e, e)?,
-                o: l.linear(&p("attn_output"), e, e)?,
-                attn_out_norm: l.norm(&p("attn_output_norm"), e)?,
-                up: l.linear(&p("ffn_up"), e, ff)?,
-                down: l.linear(&p("ffn_down"), ff, e)?,
-                out_norm: l.norm(&p("layer_output_norm"), e)?,
+                q: l.linear(b, &s, &p("attn_q"), e, e)?,
+                k: l.linear(b, &s, &p("attn_k"), e, e)?,
+                v: l.linear(b, &s, &p("attn_v"), e, e)?,
+                o: l.linear(b, &s, &p("attn_output"), e, e)?,
+                attn_out_norm: l.norm(b, &p("attn_output_norm"), e)?,
+                up: l.linear(b, &s, &p("ffn_up"), e, ff)?,
+                down: l.linear(b, &s, &p("ffn_down"), ff, e)?,
+                out_norm: l.norm(b, &p("layer_output_norm"), e)?,
             });
         }
-        let labels = l.labels(a);
-        let n_labels = if labels.is_empty() { 1 } else { labels.len() };
-        let pooling = l
-            .hp_opt(a, "pooling_type")?
-            .and_then(Pooling::from_gguf)
-            .unwrap_or(Pooling::Mean);
-        Ok(Bert {
-            token_embd: l.lookup_table("token_embd.weight", e, hp.n_vocab)?,
-            pos_embd: l.lookup_table("position_embd.weight", e, hp.n_ctx)?,
+        let n_types = f
+            .tensor("token_types.weight")
+            .map_or(0, |t| t.dims.get(1).copied().unwrap_or(1) as usize);
+        Ok(Box::new(Graph {
+            b,
+            token_embd: l.mat(b, &s, "token_embd.weight", e, hp.n_vocab, Use::Lookup)?,
+            pos_embd: l.mat(b, &s, "position_embd.weight", e, hp.n_ctx, Use::Lookup)?,
             type_embd: if n_types > 0 {
-                Some(l.lookup_table("token_types.weight", e, n_types)?)
+                Some(l.mat(b, &s, "token_types.weight", e, n_types, Use::Lookup)?)
             } else {
                 None
             },
-            embd_norm: l.norm("token_embd_norm", e)?,
+            embd_norm: l.norm(b, "token_embd_norm", e)?,
             layers,
-            pooling,
-            pooler: if l.has("cls.weight") {
-                Some(l.linear("cls", e, e)?)
-            } else {
-                None
-            },
-            cls_out: if l.has("cls.output.weight") {
-                Some(l.linear("cls.output", e, n_labels)?)
-            } else {
-                None
-            },
-            labels,
-            hp,
+            pooling: self.pooling,
+            pooler: l.opt_linear(b, &s, "cls", e, e)?,
+            cls_out: l.opt_linear(b, &s, "cls.output", e, self.n_labels)?,
+            hp: hp.clone(),
+        }))
+    }
+}
+
+impl<B: Backend> Graph<B> {
+    fn new_state(&self) -> Result<State<B>> {
+        let b = self.b;
+        Ok(State {
+            work: b.work()?,
+            x: b.buf(),
+            q: b.buf(),
+            k: b.buf(),
+            v: b.buf(),
+            att: b.buf(),
+            ff: b.buf(),
+            pooled: b.buf(),
+            first: b.buf(),
+            t: b.buf(),
+            logits: b.buf(),
         })
     }
 
-    pub fn has_classifier(&self) -> bool {
-        self.cls_out.is_some()
-    }
-
-    pub fn encode(
+    fn pass(
         &self,
         f: &GgufFile,
+        st: &mut State<B>,
         batch: &Batch,
-        st: &mut EncoderState,
+        wants: Wants,
     ) -> Result<EncoderOutput> {
-        let hp = &self.hp;
-        let (e, ff, n) = (hp.n_embd, hp.n_ff, batch.n_tokens());
+        let (b, hp) = (self.b, &self.hp);
+        let (e, ff, n, ns) = (hp.n_embd, hp.n_ff, batch.n_tokens(), batch.seqs.len());
         let heads = Heads {
             n_head: hp.n_head,
             n_head_kv: hp.n_head,
             head_dim: e / hp.n_head,
         };
-        let x = sized(&mut st.x, n * e);
-        let row = sized(&mut st.row, e);
-        for seq in &batch.seqs {
-            if seq.len() > hp.n_ctx {
-                bail!(
-                    "an input of {} tokens exceeds the model's {} positions",
-                    seq.len(),
-                    hp.n_ctx
-                );
-            }
-            for (p, t) in seq.clone().enumerate() {
-                let tok = batch.tokens[t] as usize;
-                if tok >= hp.n_vocab {
-                    bail!("token id {tok} is outside the vocabulary ({})", hp.n_vocab);
-                }
-                let xt = &mut x[t * e..(t + 1) * e];
-                self.token_embd.row(f, tok, xt)?;
-                self.pos_embd.row(f, p, row)?;
-                ops::add_inplace(xt, row);
-                if let Some(te) = &self.type_embd {
-                    te.row(f, 0, row)?;
-                    ops::add_inplace(xt, row);
-                }
-            }
+        let w = &mut st.work;
+        b.begin_batch(w, &batch.tokens, &batch.seqs)?;
+        b.embed(f, w, &self.token_embd, Rows::Tokens, n, false, &mut st.x)?;
+        b.embed(f, w, &self.pos_embd, Rows::Positions, n, true, &mut st.x)?;
+        if let Some(te) = &self.type_embd {
+            b.embed(f, w, te, Rows::Fixed(0), n, true, &mut st.x)?;
         }
-        // The lookup tables' pages go back to the page cache (see `Mat::rows_then_release`).
-        for table in [
-            Some(&self.token_embd),
-            Some(&self.pos_embd),
-            self.type_embd.as_ref(),
-        ] {
-            table.into_iter().for_each(|t| t.release_if_mapped(f));
-        }
-        ops::layer_norm_inplace(x, &self.embd_norm.w, self.embd_norm.b.as_deref(), hp.eps);
-        for layer in &self.layers {
-            let (q, k, v) = (
-                sized(&mut st.q, n * e),
-                sized(&mut st.k, n * e),
-                sized(&mut st.v, n * e),
-            );
+        let (g, bias) = self.embd_norm.parts();
+        b.layer_norm(w, &mut st.x, n, e, g, bias, hp.eps)?;
+        for l in &self.layers {
             // One parallel product for the three: workers do not idle between them.
-            Linear::forward_group(
-                [&layer.q, &layer.k, &layer.v],
+            b.matmul_many(
                 f,
-                &st.x[..n * e],
+                w,
+                &st.x,
                 n,
-                &mut [q, k, v],
-                &mut st.scratch,
+                &[&l.q, &l.k, &l.v],
+                &mut [&mut st.q, &mut st.k, &mut st.v],
             )?;
-            let (q, k, v) = (&st.q[..n * e], &st.k[..n * e], &st.v[..n * e]);
-            let att = sized(&mut st.att, n * e);
-            for seq in &batch.seqs {
-                let r = seq.start * e..seq.end * e;
-                attention::bidirectional(
-                    &q[r.clone()],
-                    &k[r.clone()],
-                    &v[r.clone()],
-                    seq.len(),
-                    None,
-                    heads,
-                    &mut att[r],
-                );
-            }
-            let o = sized(&mut st.o, n * e);
-            layer.o.forward(f, att, n, o, &mut st.scratch)?;
-            ops::add_inplace(&mut st.x[..n * e], o);
-            ops::layer_norm_inplace(
-                &mut st.x[..n * e],
-                &layer.attn_out_norm.w,
-                layer.attn_out_norm.b.as_deref(),
-                hp.eps,
-            );
-            let h = sized(&mut st.ff, n * ff);
-            layer.up.forward(f, &st.x[..n * e], n, h, &mut st.scratch)?;
-            h.par_chunks_mut(ff)
-                .for_each(|r| r.iter_mut().for_each(|v| *v = ops::gelu(*v)));
-            let o = sized(&mut st.o, n * e);
-            layer.down.forward(f, h, n, o, &mut st.scratch)?;
-            ops::add_inplace(&mut st.x[..n * e], o);
-            ops::layer_norm_inplace(
-                &mut st.x[..n * e],
-                &layer.out_norm.w,
-                layer.out_norm.b.as_deref(),
-                hp.eps,
-            );
+            let attn = SeqAttn {
+                qkv: Qkv::Split(&st.q, &st.k, &st.v),
+                rope: None,
+                window: None,
+                heads,
+            };
+            b.attend_seqs(w, &attn, &mut st.att)?;
+            b.matmul(f, w, &st.att, n, &l.o, &mut st.x, true)?;
+            let (g, bias) = l.attn_out_norm.parts();
+            b.layer_norm(w, &mut st.x, n, e, g, bias, hp.eps)?;
+            b.matmul(f, w, &st.x, n, &l.up, &mut st.ff, false)?;
+            b.gelu(w, &mut st.ff, n * ff)?;
+            b.matmul(f, w, &st.ff, n, &l.down, &mut st.x, true)?;
+            let (g, bias) = l.out_norm.parts();
+            b.layer_norm(w, &mut st.x, n, e, g, bias, hp.eps)?;
         }
-        let hidden = st.x[..n * e].to_vec();
-        let mut pooled = vec![0.0; batch.seqs.len() * e];
-        for (s, seq) in batch.seqs.iter().enumerate() {
-            self.pooling
-                .pool(&hidden, e, seq, &mut pooled[s * e..(s + 1) * e]);
-        }
-        let mut logits = Vec::new();
-        let mut n_labels = 0;
-        if let Some(cls_out) = &self.cls_out {
-            // BERT's classifier reads the [CLS] token through the pooler (dense + tanh).
-            n_labels = cls_out.rows();
-            let ns = batch.seqs.len();
-            let mut first = vec![0.0; ns * e];
-            for (s, seq) in batch.seqs.iter().enumerate() {
-                Pooling::Cls.pool(&hidden, e, seq, &mut first[s * e..(s + 1) * e]);
-            }
-            if let Some(p) = &self.pooler {
-                let mut t = vec![0.0; ns * e];
-                p.forward(f, &first, ns, &mut t, &mut st.scratch)?;
-                first = t.into_iter().map(f32::tanh).collect();
-            }
-            logits = vec![0.0; ns * n_labels];
-            cls_out.forward(f, &first, ns, &mut logits, &mut st.scratch)?;
-        }
-        Ok(EncoderOutput {
-            hidden,
-            pooled,
-            logits,
+        let mut out = EncoderOutput {
             dim: e,
-            n_labels,
+            ..Default::default()
+        };
+        if wants.hidden {
+            b.download(w, &st.x, n * e, &mut out.hidden)?;
+        }
+        if wants.pooled {
+            b.pool(w, &st.x, e, self.pooling, &mut st.pooled)?;
+            b.download(w, &st.pooled, ns * e, &mut out.pooled)?;
+        }
+        if let (Some(cls_out), true) = (&self.cls_out, wants.logits) {
+            // BERT's classifier reads the [CLS] token through the pooler (dense + tanh).
+            out.n_labels = b.rows(cls_out);
+            b.pool(w, &st.x, e, Pooling::Cls, &mut st.first)?;
+            let input = match &self.pooler {
+                Some(p) => {
+                    b.matmul(f, w, &st.first, ns, p, &mut st.t, false)?;
+                    b.tanh(w, &mut st.t, ns * e)?;
+                    &st.t
+                }
+                None => &st.first,
+            };
+            b.matmul(f, w, input, ns, cls_out, &mut st.logits, false)?;
+            b.download(w, &st.logits, ns * out.n_labels, &mut out.logits)?;
+        }
+        Ok(out)
+    }
+}
+
+impl<B: Backend> EncoderGraph for Graph<B> {
+    fn describe(&self) -> String {
+        format!("the whole encoder on {}", self.b.describe())
+    }
+
+    fn part_tokens(&self) -> Option<usize> {
+        self.b.encode_part_tokens()
+    }
+
+    fn encode(
+        &self,
+        f: &GgufFile,
+        st: &mut EncoderState,
+        batch: &Batch,
+        wants: Wants,
+    ) -> Result<EncoderOutput> {
+        check_batch(batch, self.hp.n_ctx, self.hp.n_vocab)?;
+        if st.inner.as_ref().is_none_or(|s| !s.is::<State<B>>()) {
+            st.inner = Some(Box::new(self.new_state()?));
+        }
+        let s = st
+            .inner
+            .as_mut()
+            .and_then(|s| s.downcast_mut::<State<B>>())
+            .context("encoder state")?;
+        in_parts(batch, self.part_tokens(), |part| {
+            self.pass(f, s, part, wants)
         })
     }
 }

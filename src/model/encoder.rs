@@ -1,10 +1,12 @@
 //! What the encoders (BERT, ModernBERT) share: batches of sequences packed end to end (no
-//! padding is computed: each sequence attends within its own range), pooling, and outputs.
+//! padding is computed: each sequence attends within its own range), the outputs a caller asks
+//! for, and running a big batch in parts where the backend wants that.
 
-use crate::backend::cpu::matmul::Scratch;
-use crate::backend::cpu::ops::RopeTable;
 use anyhow::{bail, Result};
+use std::any::Any;
 use std::ops::Range;
+
+pub use crate::backend::Pooling;
 
 /// Sequences of token ids packed into one array.
 #[derive(Clone, Debug, Default)]
@@ -30,41 +32,16 @@ impl Batch {
     pub fn n_tokens(&self) -> usize {
         self.tokens.len()
     }
-}
 
-/// How token states become one vector per sequence.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pooling {
-    Mean,
-    Cls,
-    Last,
-}
-
-impl Pooling {
-    /// llama.cpp's pooling type numbers (0 none, 1 mean, 2 cls, 3 last).
-    pub fn from_gguf(v: usize) -> Option<Pooling> {
-        match v {
-            1 => Some(Pooling::Mean),
-            2 => Some(Pooling::Cls),
-            3 => Some(Pooling::Last),
-            _ => None,
-        }
-    }
-
-    pub fn pool(self, hidden: &[f32], dim: usize, seq: &Range<usize>, out: &mut [f32]) {
-        match self {
-            Pooling::Cls => out.copy_from_slice(&hidden[seq.start * dim..(seq.start + 1) * dim]),
-            Pooling::Last => out.copy_from_slice(&hidden[(seq.end - 1) * dim..seq.end * dim]),
-            Pooling::Mean => {
-                out.fill(0.0);
-                for t in seq.clone() {
-                    for (o, &v) in out.iter_mut().zip(&hidden[t * dim..(t + 1) * dim]) {
-                        *o += v;
-                    }
-                }
-                let inv = 1.0 / seq.len() as f32;
-                out.iter_mut().for_each(|o| *o *= inv);
-            }
+    /// Sequences `seqs` of this batch as a batch of their own.
+    fn part(&self, seqs: &[Range<usize>]) -> Batch {
+        let start = seqs[0].start;
+        Batch {
+            tokens: self.tokens[start..seqs[seqs.len() - 1].end].to_vec(),
+            seqs: seqs
+                .iter()
+                .map(|r| r.start - start..r.end - start)
+                .collect(),
         }
     }
 }
@@ -82,6 +59,33 @@ pub struct EncoderOutput {
     pub n_labels: usize,
 }
 
+/// Which outputs an encoder pass copies back (a GPU computes all of them but returns only
+/// these; an empty one stays empty in [`EncoderOutput`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Wants {
+    pub hidden: bool,
+    pub pooled: bool,
+    pub logits: bool,
+}
+
+impl Wants {
+    pub const ALL: Wants = Wants {
+        hidden: true,
+        pooled: true,
+        logits: true,
+    };
+    pub const POOLED: Wants = Wants {
+        hidden: false,
+        pooled: true,
+        logits: false,
+    };
+    pub const LOGITS: Wants = Wants {
+        hidden: false,
+        pooled: false,
+        logits: true,
+    };
+}
+
 /// L2-normalizes each row of `dim` in place (sentence-embedding convention).
 pub fn normalize_rows(x: &mut [f32], dim: usize) {
     for row in x.chunks_exact_mut(dim) {
@@ -92,18 +96,76 @@ pub fn normalize_rows(x: &mut [f32], dim: usize) {
     }
 }
 
-/// Buffers of encoder passes, reused from batch to batch.
+/// Buffers of encoder passes, reused from batch to batch (made by the model's backend on
+/// first use).
 #[derive(Default)]
 pub struct EncoderState {
-    pub(crate) x: Vec<f32>,
-    pub(crate) q: Vec<f32>,
-    pub(crate) k: Vec<f32>,
-    pub(crate) v: Vec<f32>,
-    pub(crate) att: Vec<f32>,
-    pub(crate) o: Vec<f32>,
-    pub(crate) ff: Vec<f32>,
-    pub(crate) row: Vec<f32>,
-    pub(crate) scratch: Scratch,
-    /// Rotary angles (ModernBERT: global and local attention have different bases).
-    pub(crate) rope: [RopeTable; 2],
+    pub(crate) inner: Option<Box<dyn Any + Send>>,
+}
+
+/// An encoder's graph on one backend.
+pub(crate) trait EncoderGraph: Send + Sync {
+    fn describe(&self) -> String;
+    /// Token count per pass, or None for whole batches.
+    fn part_tokens(&self) -> Option<usize>;
+    fn encode(
+        &self,
+        f: &crate::gguf::GgufFile,
+        st: &mut EncoderState,
+        batch: &Batch,
+        wants: Wants,
+    ) -> Result<EncoderOutput>;
+}
+
+/// Runs `pass` over the batch cut into parts of whole sequences of at most `max_tokens` tokens
+/// (a longer sequence is a part alone). Sequences never see each other and every product
+/// computes each token alike, so the outputs are the same to the bit as in one pass;
+/// activation buffers are sized by the part.
+pub(crate) fn in_parts(
+    batch: &Batch,
+    max_tokens: Option<usize>,
+    mut pass: impl FnMut(&Batch) -> Result<EncoderOutput>,
+) -> Result<EncoderOutput> {
+    let Some(max_tokens) = max_tokens else {
+        return pass(batch);
+    };
+    if batch.n_tokens() <= max_tokens || batch.seqs.len() <= 1 {
+        return pass(batch);
+    }
+    let mut out = EncoderOutput::default();
+    let mut first = 0;
+    while first < batch.seqs.len() {
+        let start = batch.seqs[first].start;
+        let mut end = first + 1;
+        while end < batch.seqs.len() && batch.seqs[end].end - start <= max_tokens {
+            end += 1;
+        }
+        let o = pass(&batch.part(&batch.seqs[first..end]))?;
+        if first == 0 && !o.hidden.is_empty() {
+            out.hidden.reserve_exact(batch.n_tokens() * o.dim);
+        }
+        out.dim = o.dim;
+        out.n_labels = o.n_labels;
+        out.hidden.extend_from_slice(&o.hidden);
+        out.pooled.extend_from_slice(&o.pooled);
+        out.logits.extend_from_slice(&o.logits);
+        first = end;
+    }
+    Ok(out)
+}
+
+/// Checks a batch against the model's limits before any backend sees it.
+pub(crate) fn check_batch(batch: &Batch, n_ctx: usize, n_vocab: usize) -> Result<()> {
+    for seq in &batch.seqs {
+        if seq.len() > n_ctx {
+            bail!(
+                "an input of {} tokens exceeds the model's {n_ctx} positions",
+                seq.len()
+            );
+        }
+    }
+    if let Some(&tok) = batch.tokens.iter().find(|&&t| t as usize >= n_vocab) {
+        bail!("token id {tok} is outside the vocabulary ({n_vocab})");
+    }
+    Ok(())
 }

@@ -1,5 +1,6 @@
-//! Models, one file per architecture, computing on the CPU backend with weights read in place
-//! from the GGUF memory map.
+//! Models, one file per architecture, each describing its graph once over the operations of
+//! `backend::Backend`; weights are read in place from the GGUF memory map or handed to the
+//! backend that runs them.
 
 pub mod bert;
 pub mod encoder;
@@ -7,9 +8,36 @@ pub mod modern_bert;
 pub mod qwen2;
 pub mod weights;
 
+use crate::backend::{self, GpuOptions, WithBackend};
 use crate::gguf::GgufFile;
 use anyhow::{bail, Result};
+use encoder::{Batch, EncoderGraph, EncoderOutput, EncoderState, Wants};
 use std::path::Path;
+
+/// How a model is loaded.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadOptions {
+    /// Pack the CPU's weights for its SIMD kernels where it has them (off: read them in place
+    /// from the map, to compare).
+    pub pack: bool,
+    /// Layers on the GPU: a decoder's last `ngl` (and its output head when `ngl` covers every
+    /// layer), an encoder whole when `ngl` > 0.
+    pub ngl: usize,
+    pub gpu: GpuOptions,
+    /// Run on the CPU when no GPU can be used, with a warning, instead of failing.
+    pub gpu_fallback: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            pack: true,
+            ngl: 0,
+            gpu: GpuOptions::default(),
+            gpu_fallback: false,
+        }
+    }
+}
 
 pub enum Arch {
     Qwen2(qwen2::Qwen2),
@@ -20,33 +48,72 @@ pub enum Arch {
 pub struct Model {
     pub file: GgufFile,
     pub arch: Arch,
-    /// An encoder run on a GPU (`backend::offload::attach`).
-    pub encoder_offload: Option<Box<dyn crate::backend::offload::EncoderOffload>>,
+}
+
+/// The error of a load that asked for the GPU and got none.
+pub(crate) fn gpu_error(e: anyhow::Error, ngl: usize, n_layer: usize) -> anyhow::Error {
+    anyhow::anyhow!(
+        "-ngl {ngl}: {e:#}; the model's {n_layer} layers run on the CPU with -ngl 0 (or pass --gpu-fallback to run there instead)"
+    )
+}
+
+/// Builds an encoder's graph on the backend the options choose.
+fn on_backend<W: WithBackend<Out = Box<dyn EncoderGraph>>>(
+    plan: W,
+    opts: &LoadOptions,
+    n_layer: usize,
+) -> Result<Box<dyn EncoderGraph>> {
+    if opts.ngl == 0 {
+        return backend::with_cpu(plan, opts.pack);
+    }
+    // The plan is consumed by the first try: a fallback needs a second one, so build the GPU
+    // graph through a cell that hands the plan back on failure.
+    let mut slot = Some(plan);
+    let gpu = backend::with_gpu(Once(&mut slot), opts.gpu);
+    match gpu {
+        Ok(g) => Ok(g),
+        Err(e) if opts.gpu_fallback => {
+            eprintln!("qrun: warning: {e:#}; running on the CPU (--gpu-fallback)");
+            match slot.take() {
+                Some(plan) => backend::with_cpu(plan, opts.pack),
+                None => Err(e),
+            }
+        }
+        Err(e) => Err(gpu_error(e, opts.ngl, n_layer)),
+    }
+}
+
+/// A plan built at most once, left in its slot until a backend takes it.
+struct Once<'a, W>(&'a mut Option<W>);
+
+impl<W: WithBackend> WithBackend for Once<'_, W> {
+    type Out = W::Out;
+
+    fn with<B: backend::Backend>(self, b: &'static B) -> Result<W::Out> {
+        match self.0.take() {
+            Some(w) => w.with(b),
+            None => bail!("the model was already built"),
+        }
+    }
 }
 
 impl Model {
     pub fn load(path: &Path) -> Result<Model> {
-        Self::load_with(path, weights::packing_enabled())
+        Self::load_with(path, &LoadOptions::default())
     }
 
-    /// Loads with weights packed for the CPU's kernels (`pack`, where available) or read in
-    /// place from the map.
-    pub fn load_with(path: &Path, pack: bool) -> Result<Model> {
+    pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<Model> {
         let file = GgufFile::open(path)?;
         let arch = match file.architecture()? {
-            "qwen2" => Arch::Qwen2(qwen2::Qwen2::load_with(&file, pack)?),
-            "bert" => Arch::Bert(bert::Bert::load_with(&file, pack)?),
-            "modern-bert" => Arch::ModernBert(modern_bert::ModernBert::load_with(&file, pack)?),
+            "qwen2" => Arch::Qwen2(qwen2::Qwen2::load(&file, opts)?),
+            "bert" => Arch::Bert(bert::Bert::load(&file, opts)?),
+            "modern-bert" => Arch::ModernBert(modern_bert::ModernBert::load(&file, opts)?),
             other => bail!(
                 "{}: architecture '{other}' is not supported (qrun runs qwen2, bert and modern-bert)",
                 path.display()
             ),
         };
-        Ok(Model {
-            file,
-            arch,
-            encoder_offload: None,
-        })
+        Ok(Model { file, arch })
     }
 
     pub fn arch_name(&self) -> &'static str {
@@ -61,6 +128,15 @@ impl Model {
         matches!(self.arch, Arch::Qwen2(_))
     }
 
+    /// Where the model runs (backends and their layers), one line.
+    pub fn placement(&self) -> String {
+        match &self.arch {
+            Arch::Qwen2(m) => m.placement(),
+            Arch::Bert(m) => m.graph.describe(),
+            Arch::ModernBert(m) => m.graph.describe(),
+        }
+    }
+
     pub fn labels(&self) -> &[String] {
         match &self.arch {
             Arch::Qwen2(m) => &m.labels,
@@ -71,7 +147,7 @@ impl Model {
 
     pub fn has_classifier(&self) -> bool {
         match &self.arch {
-            Arch::Qwen2(m) => m.cls.is_some(),
+            Arch::Qwen2(m) => m.has_cls,
             Arch::Bert(m) => m.has_classifier(),
             Arch::ModernBert(m) => m.has_classifier(),
         }
@@ -95,84 +171,46 @@ impl Model {
         }
     }
 
-    /// Runs an encoder over a batch (embeddings and, with a head, class logits). On the CPU,
-    /// a big batch runs in parts of whole sequences of at most [`ENCODE_PART_TOKENS`] tokens
-    /// (see [`Model::encode_in_parts`]).
-    pub fn encode(
-        &self,
-        batch: &encoder::Batch,
-        st: &mut encoder::EncoderState,
-    ) -> Result<encoder::EncoderOutput> {
-        if let (Some(gpu), false) = (&self.encoder_offload, self.is_decoder()) {
-            return gpu.encode(&self.file, batch);
-        }
-        self.encode_in_parts(batch, st, ENCODE_PART_TOKENS)
-    }
-
-    /// [`Model::encode`] on the CPU, the batch cut into parts of whole sequences of at most
-    /// `max_tokens` tokens (a longer sequence is a part alone). Sequences never see each
-    /// other and every product computes each token alike, so the outputs are the same to the
-    /// bit as in one pass; activation buffers are sized by the part: `qrun bench --batch 32
-    /// -p 128` on the ModernBERT-base shape in Q8_0 peaked at 340 MiB resident in one pass, at
-    /// 200 MiB in parts of 512 tokens, at the same speed.
-    pub fn encode_in_parts(
-        &self,
-        batch: &encoder::Batch,
-        st: &mut encoder::EncoderState,
-        max_tokens: usize,
-    ) -> Result<encoder::EncoderOutput> {
-        if batch.n_tokens() <= max_tokens || batch.seqs.len() <= 1 {
-            return self.encode_pass(batch, st);
-        }
-        let mut out = encoder::EncoderOutput::default();
-        let mut first = 0;
-        while first < batch.seqs.len() {
-            let start = batch.seqs[first].start;
-            let mut end = first + 1;
-            while end < batch.seqs.len() && batch.seqs[end].end - start <= max_tokens {
-                end += 1;
-            }
-            let seqs = &batch.seqs[first..end];
-            let part = encoder::Batch {
-                tokens: batch.tokens[start..seqs[seqs.len() - 1].end].to_vec(),
-                seqs: seqs
-                    .iter()
-                    .map(|r| r.start - start..r.end - start)
-                    .collect(),
-            };
-            let o = self.encode_pass(&part, st)?;
-            if first == 0 {
-                out.hidden.reserve_exact(batch.n_tokens() * o.dim);
-            }
-            out.dim = o.dim;
-            out.n_labels = o.n_labels;
-            out.hidden.extend_from_slice(&o.hidden);
-            out.pooled.extend_from_slice(&o.pooled);
-            out.logits.extend_from_slice(&o.logits);
-            first = end;
-        }
-        Ok(out)
-    }
-
-    fn encode_pass(
-        &self,
-        batch: &encoder::Batch,
-        st: &mut encoder::EncoderState,
-    ) -> Result<encoder::EncoderOutput> {
-        match &self.arch {
-            Arch::Bert(m) => m.encode(&self.file, batch, st),
-            Arch::ModernBert(m) => m.encode(&self.file, batch, st),
+    fn encoder(&self) -> Result<&dyn EncoderGraph> {
+        Ok(match &self.arch {
+            Arch::Bert(m) => m.graph.as_ref(),
+            Arch::ModernBert(m) => m.graph.as_ref(),
             Arch::Qwen2(_) => {
                 bail!("qwen2 is a decoder: use generate, or classify with a classifier head")
             }
-        }
+        })
+    }
+
+    /// Runs an encoder over a batch: hidden states, pooled vectors and, with a head, class
+    /// logits. On the CPU a big batch runs in parts of whole sequences (the same numbers).
+    pub fn encode(&self, batch: &Batch, st: &mut EncoderState) -> Result<EncoderOutput> {
+        self.encode_with(batch, st, Wants::ALL)
+    }
+
+    /// [`Model::encode`] with only the outputs `wants` names copied back.
+    pub fn encode_with(
+        &self,
+        batch: &Batch,
+        st: &mut EncoderState,
+        wants: Wants,
+    ) -> Result<EncoderOutput> {
+        self.encoder()?.encode(&self.file, st, batch, wants)
+    }
+
+    /// [`Model::encode`] with the batch cut into parts of at most `max_tokens` tokens (for
+    /// checking that parts give the same numbers).
+    pub fn encode_in_parts(
+        &self,
+        batch: &Batch,
+        st: &mut EncoderState,
+        max_tokens: usize,
+    ) -> Result<EncoderOutput> {
+        let g = self.encoder()?;
+        encoder::in_parts(batch, Some(max_tokens), |part| {
+            g.encode(&self.file, st, part, Wants::ALL)
+        })
     }
 }
-
-/// Tokens per pass of an encoder batch on the CPU ([`Model::encode`]): enough for the products
-/// to stay compute-bound (each pass reads the weights once more: 153 MiB for the ModernBERT
-/// shape in Q8_0, against 0.4 s of arithmetic per 512 tokens on two cores).
-pub const ENCODE_PART_TOKENS: usize = 512;
 
 /// Bytes of weights a decoder reads per generated token: every tensor once, except the token
 /// embedding table, of which one row is read, unless the output head shares it (no

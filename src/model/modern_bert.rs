@@ -3,13 +3,13 @@
 //! (global every `sliding_window_pattern` layers, starting with layer 0), GeGLU feed-forward, a
 //! final norm; optional classification head (dense, GELU, norm, linear) on mean or CLS pooling.
 
-use super::encoder::{Batch, EncoderOutput, EncoderState, Pooling};
-use super::weights::{sized, Linear, Loader, Mat, Norm};
-use crate::backend::cpu::attention::{self, Heads};
-use crate::backend::cpu::ops;
+use super::encoder::{check_batch, in_parts, Batch, EncoderGraph, EncoderOutput, EncoderState};
+use super::encoder::{Pooling, Wants};
+use super::weights::{Loader, Norm};
+use super::LoadOptions;
+use crate::backend::{Backend, Heads, Qkv, Rows, SeqAttn, Use, WithBackend};
 use crate::gguf::GgufFile;
-use anyhow::{bail, Result};
-use rayon::prelude::*;
+use anyhow::{bail, Context, Result};
 
 #[derive(Clone, Debug)]
 pub struct ModernBertParams {
@@ -27,35 +27,24 @@ pub struct ModernBertParams {
     pub theta_local: f32,
 }
 
-struct Layer {
-    attn_norm: Option<Norm>,
-    qkv: Linear,
-    o: Linear,
-    mlp_norm: Norm,
-    up: Linear,
-    down: Linear,
+impl ModernBertParams {
+    /// Whether layer `i` attends globally (else within the window).
+    fn global(&self, i: usize) -> bool {
+        i.is_multiple_of(self.pattern) || self.window == 0
+    }
 }
 
 pub struct ModernBert {
     pub hp: ModernBertParams,
-    token_embd: Mat,
-    embd_norm: Norm,
-    layers: Vec<Layer>,
-    final_norm: Norm,
-    head: Option<(Linear, Norm)>,
-    cls_out: Option<Linear>,
     pub pooling: Pooling,
     pub labels: Vec<String>,
+    has_cls: bool,
+    pub(crate) graph: Box<dyn EncoderGraph>,
 }
 
 impl ModernBert {
-    pub fn load(f: &GgufFile) -> Result<ModernBert> {
-        Self::load_with(f, super::weights::packing_enabled())
-    }
-
-    /// Loads with packed weights (`pack`, where the CPU has the kernels) or weights in place.
-    pub fn load_with(f: &GgufFile, pack: bool) -> Result<ModernBert> {
-        let l = Loader::new(f, pack);
+    pub fn load(f: &GgufFile, opts: &LoadOptions) -> Result<ModernBert> {
+        let l = Loader::new(f);
         let a = "modern-bert";
         let n_embd = l.hp(a, "embedding_length")?;
         let n_head = l.hp(a, "attention.head_count")?;
@@ -97,6 +86,86 @@ impl ModernBert {
                 );
             }
         }
+        let labels = l.labels(a);
+        let pooling = l
+            .hp_opt(a, "pooling_type")?
+            .or(l.hp_opt(a, "classifier.pooling_type")?)
+            .and_then(Pooling::from_gguf)
+            .unwrap_or(Pooling::Mean);
+        let plan = Plan {
+            f,
+            hp: &hp,
+            pooling,
+            n_labels: labels.len().max(1),
+        };
+        let graph = super::on_backend(plan, opts, hp.n_layer)?;
+        Ok(ModernBert {
+            has_cls: l.has("cls.output.weight"),
+            hp,
+            pooling,
+            labels,
+            graph,
+        })
+    }
+
+    pub fn has_classifier(&self) -> bool {
+        self.has_cls
+    }
+}
+
+struct Layer<B: Backend> {
+    attn_norm: Option<Norm<B>>,
+    qkv: B::Linear,
+    o: B::Linear,
+    mlp_norm: Norm<B>,
+    up: B::Linear,
+    down: B::Linear,
+}
+
+struct Graph<B: Backend> {
+    b: &'static B,
+    hp: ModernBertParams,
+    token_embd: B::Linear,
+    embd_norm: Norm<B>,
+    layers: Vec<Layer<B>>,
+    final_norm: Norm<B>,
+    head: Option<(B::Linear, Norm<B>)>,
+    cls_out: Option<B::Linear>,
+    pooling: Pooling,
+}
+
+/// Buffers are shared by values that do not live at the same time, as in the CPU's original
+/// layout (a smaller working set: the products read these activations from cache): `att` holds
+/// the attention input norm, then the attention output, then the feed-forward norm; `ff` the
+/// fused Q/K/V rows, then the feed-forward's up rows.
+struct State<B: Backend> {
+    work: B::Work,
+    /// Rotary angles of global and local layers (different bases).
+    rope: [B::Rope; 2],
+    x: B::Buf,
+    att: B::Buf,
+    ff: B::Buf,
+    act: B::Buf,
+    pooled: B::Buf,
+    t: B::Buf,
+    h: B::Buf,
+    logits: B::Buf,
+}
+
+struct Plan<'a> {
+    f: &'a GgufFile,
+    hp: &'a ModernBertParams,
+    pooling: Pooling,
+    n_labels: usize,
+}
+
+impl WithBackend for Plan<'_> {
+    type Out = Box<dyn EncoderGraph>;
+
+    fn with<B: Backend>(self, b: &'static B) -> Result<Box<dyn EncoderGraph>> {
+        let (f, hp) = (self.f, self.hp);
+        let l = Loader::new(f);
+        let s = b.session();
         let (e, ff) = (hp.n_embd, hp.n_ff);
         // Not with_capacity(n_layer): the count comes from the file, and each layer's
         // tensors are checked as it is loaded (a missing one ends the loop).
@@ -105,193 +174,164 @@ impl ModernBert {
             let p = |s: &str| format!("blk.{i}.{s}");
             layers.push(Layer {
                 attn_norm: if l.has(&p("attn_norm.weight")) {
-                    Some(l.norm(&p("attn_norm"), e)?)
+                    Some(l.norm(b, &p("attn_norm"), e)?)
                 } else {
                     None
                 },
-                qkv: l.linear(&p("attn_qkv"), e, 3 * e)?,
-                o: l.linear(&p("attn_output"), e, e)?,
-                mlp_norm: l.norm(&p("ffn_norm"), e)?,
-                up: l.linear(&p("ffn_up"), e, 2 * ff)?,
-                down: l.linear(&p("ffn_down"), ff, e)?,
+                qkv: l.linear(b, &s, &p("attn_qkv"), e, 3 * e)?,
+                o: l.linear(b, &s, &p("attn_output"), e, e)?,
+                mlp_norm: l.norm(b, &p("ffn_norm"), e)?,
+                up: l.linear(b, &s, &p("ffn_up"), e, 2 * ff)?,
+                down: l.linear(b, &s, &p("ffn_down"), ff, e)?,
             });
         }
-        let labels = l.labels(a);
-        let n_labels = if labels.is_empty() { 1 } else { labels.len() };
-        let pooling = l
-            .hp_opt(a, "pooling_type")?
-            .or(l.hp_opt(a, "classifier.pooling_type")?)
-            .and_then(Pooling::from_gguf)
-            .unwrap_or(Pooling::Mean);
         let head = if l.has("cls.weight") {
-            Some((l.linear("cls", e, e)?, l.norm("cls.norm", e)?))
+            Some((l.linear(b, &s, "cls", e, e)?, l.norm(b, "cls.norm", e)?))
         } else {
             None
         };
-        Ok(ModernBert {
-            token_embd: l.lookup_table("token_embd.weight", e, hp.n_vocab)?,
-            embd_norm: l.norm("token_embd_norm", e)?,
+        Ok(Box::new(Graph {
+            b,
+            token_embd: l.mat(b, &s, "token_embd.weight", e, hp.n_vocab, Use::Lookup)?,
+            embd_norm: l.norm(b, "token_embd_norm", e)?,
             layers,
-            final_norm: l.norm("output_norm", e)?,
+            final_norm: l.norm(b, "output_norm", e)?,
             head,
-            cls_out: if l.has("cls.output.weight") {
-                Some(l.linear("cls.output", e, n_labels)?)
-            } else {
-                None
-            },
-            pooling,
-            labels,
-            hp,
+            cls_out: l.opt_linear(b, &s, "cls.output", e, self.n_labels)?,
+            pooling: self.pooling,
+            hp: hp.clone(),
+        }))
+    }
+}
+
+impl<B: Backend> Graph<B> {
+    fn new_state(&self) -> Result<State<B>> {
+        let b = self.b;
+        Ok(State {
+            work: b.work()?,
+            rope: [b.rope(), b.rope()],
+            x: b.buf(),
+            att: b.buf(),
+            ff: b.buf(),
+            act: b.buf(),
+            pooled: b.buf(),
+            t: b.buf(),
+            h: b.buf(),
+            logits: b.buf(),
         })
     }
 
-    pub fn has_classifier(&self) -> bool {
-        self.cls_out.is_some()
-    }
-
-    pub fn encode(
+    fn pass(
         &self,
         f: &GgufFile,
+        st: &mut State<B>,
         batch: &Batch,
-        st: &mut EncoderState,
+        wants: Wants,
     ) -> Result<EncoderOutput> {
-        let hp = &self.hp;
-        let (e, ff, n) = (hp.n_embd, hp.n_ff, batch.n_tokens());
+        let (b, hp) = (self.b, &self.hp);
+        let (e, ff, n, ns) = (hp.n_embd, hp.n_ff, batch.n_tokens(), batch.seqs.len());
         let hd = e / hp.n_head;
         let heads = Heads {
             n_head: hp.n_head,
             n_head_kv: hp.n_head,
             head_dim: hd,
         };
-        let x = sized(&mut st.x, n * e);
-        for seq in &batch.seqs {
-            if seq.len() > hp.n_ctx {
-                bail!(
-                    "an input of {} tokens exceeds the model's {} positions",
-                    seq.len(),
-                    hp.n_ctx
-                );
-            }
-        }
-        if let Some(&tok) = batch.tokens.iter().find(|&&t| t as usize >= hp.n_vocab) {
-            bail!("token id {tok} is outside the vocabulary ({})", hp.n_vocab);
-        }
-        self.token_embd.rows_then_release(f, &batch.tokens, x)?;
-        ops::layer_norm_inplace(x, &self.embd_norm.w, self.embd_norm.b.as_deref(), hp.eps);
-        // Each token's position in its sequence, and the rotary angles up to the longest.
-        let mut positions = vec![0usize; n];
-        for seq in &batch.seqs {
-            for (p, t) in seq.clone().enumerate() {
-                positions[t] = p;
-            }
-        }
+        let w = &mut st.work;
+        b.begin_batch(w, &batch.tokens, &batch.seqs)?;
+        b.embed(f, w, &self.token_embd, Rows::Tokens, n, false, &mut st.x)?;
+        let (g, bias) = self.embd_norm.parts();
+        b.layer_norm(w, &mut st.x, n, e, g, bias, hp.eps)?;
         let longest = batch.seqs.iter().map(|s| s.len()).max().unwrap_or(0);
-        st.rope[0].ensure(hd, hp.theta_global, longest);
-        st.rope[1].ensure(hd, hp.theta_local, longest);
-        for (i, layer) in self.layers.iter().enumerate() {
-            let global = i % hp.pattern == 0 || hp.window == 0;
-            let window = if global { None } else { Some(hp.window / 2) };
-            let a = sized(&mut st.att, n * e);
-            match &layer.attn_norm {
-                Some(nm) => ops::layer_norm(&st.x[..n * e], &nm.w, nm.b.as_deref(), hp.eps, a),
-                None => a.copy_from_slice(&st.x[..n * e]),
-            }
-            let qkv = sized(&mut st.ff, n * 3 * e);
-            layer.qkv.forward(f, a, n, qkv, &mut st.scratch)?;
-            let (q, k, v) = (
-                sized(&mut st.q, n * e),
-                sized(&mut st.k, n * e),
-                sized(&mut st.v, n * e),
-            );
-            // Split each token's q|k|v row and rotate q and k, tokens in parallel.
-            let rope = &st.rope[usize::from(!global)];
-            let qkv = &*qkv;
-            q.par_chunks_mut(e)
-                .zip(k.par_chunks_mut(e))
-                .zip(v.par_chunks_mut(e))
-                .zip(positions.par_iter())
-                .enumerate()
-                .for_each(|(t, (((q, k), v), &p))| {
-                    let row = &qkv[t * 3 * e..(t + 1) * 3 * e];
-                    q.copy_from_slice(&row[..e]);
-                    k.copy_from_slice(&row[e..2 * e]);
-                    v.copy_from_slice(&row[2 * e..]);
-                    rope.apply(q, p);
-                    rope.apply(k, p);
-                });
-            let att = sized(&mut st.att, n * e);
-            for seq in &batch.seqs {
-                let r = seq.start * e..seq.end * e;
-                attention::bidirectional(
-                    &q[r.clone()],
-                    &k[r.clone()],
-                    &v[r.clone()],
-                    seq.len(),
-                    window,
-                    heads,
-                    &mut att[r],
-                );
-            }
-            let o = sized(&mut st.o, n * e);
-            layer.o.forward(f, att, n, o, &mut st.scratch)?;
-            ops::add_inplace(&mut st.x[..n * e], o);
-
-            let m = sized(&mut st.att, n * e);
-            ops::layer_norm(
-                &st.x[..n * e],
-                &layer.mlp_norm.w,
-                layer.mlp_norm.b.as_deref(),
-                hp.eps,
-                m,
-            );
-            let wi = sized(&mut st.ff, n * 2 * ff);
-            layer.up.forward(f, m, n, wi, &mut st.scratch)?;
+        b.rope_ensure(&mut st.rope[0], hd, hp.theta_global, longest)?;
+        b.rope_ensure(&mut st.rope[1], hd, hp.theta_local, longest)?;
+        for (i, l) in self.layers.iter().enumerate() {
+            let global = hp.global(i);
+            let input = match &l.attn_norm {
+                Some(nm) => {
+                    let (g, bias) = nm.parts();
+                    b.layer_norm_into(w, &st.x, n, e, g, bias, hp.eps, &mut st.att)?;
+                    &st.att
+                }
+                None => &st.x,
+            };
+            b.matmul(f, w, input, n, &l.qkv, &mut st.ff, false)?;
+            let attn = SeqAttn {
+                qkv: Qkv::Fused(&st.ff),
+                rope: Some(&st.rope[usize::from(!global)]),
+                window: if global { None } else { Some(hp.window / 2) },
+                heads,
+            };
+            b.attend_seqs(w, &attn, &mut st.att)?;
+            b.matmul(f, w, &st.att, n, &l.o, &mut st.x, true)?;
+            let (g, bias) = l.mlp_norm.parts();
+            b.layer_norm_into(w, &st.x, n, e, g, bias, hp.eps, &mut st.att)?;
+            b.matmul(f, w, &st.att, n, &l.up, &mut st.ff, false)?;
             // GeGLU: the first half of each row goes through GELU and gates the second.
-            let act = sized(&mut st.row, n * ff);
-            act.par_chunks_mut(ff)
-                .zip(wi.par_chunks(2 * ff))
-                .for_each(|(a, r)| {
-                    for ((a, &g), &u) in a.iter_mut().zip(&r[..ff]).zip(&r[ff..]) {
-                        *a = ops::gelu(g) * u;
-                    }
-                });
-            let o = sized(&mut st.o, n * e);
-            layer.down.forward(f, act, n, o, &mut st.scratch)?;
-            ops::add_inplace(&mut st.x[..n * e], o);
+            b.geglu(w, &st.ff, n, ff, &mut st.act)?;
+            b.matmul(f, w, &st.act, n, &l.down, &mut st.x, true)?;
         }
-        ops::layer_norm_inplace(
-            &mut st.x[..n * e],
-            &self.final_norm.w,
-            self.final_norm.b.as_deref(),
-            hp.eps,
-        );
-        let hidden = st.x[..n * e].to_vec();
-        let ns = batch.seqs.len();
-        let mut pooled = vec![0.0; ns * e];
-        for (s, seq) in batch.seqs.iter().enumerate() {
-            self.pooling
-                .pool(&hidden, e, seq, &mut pooled[s * e..(s + 1) * e]);
-        }
-        let mut logits = Vec::new();
-        let mut n_labels = 0;
-        if let Some(cls_out) = &self.cls_out {
-            n_labels = cls_out.rows();
-            let mut h = pooled.clone();
-            if let Some((dense, norm)) = &self.head {
-                let mut t = vec![0.0; ns * e];
-                dense.forward(f, &pooled, ns, &mut t, &mut st.scratch)?;
-                t.iter_mut().for_each(|v| *v = ops::gelu(*v));
-                ops::layer_norm(&t, &norm.w, norm.b.as_deref(), hp.eps, &mut h);
-            }
-            logits = vec![0.0; ns * n_labels];
-            cls_out.forward(f, &h, ns, &mut logits, &mut st.scratch)?;
-        }
-        Ok(EncoderOutput {
-            hidden,
-            pooled,
-            logits,
+        let (g, bias) = self.final_norm.parts();
+        b.layer_norm(w, &mut st.x, n, e, g, bias, hp.eps)?;
+        let mut out = EncoderOutput {
             dim: e,
-            n_labels,
+            ..Default::default()
+        };
+        if wants.hidden {
+            b.download(w, &st.x, n * e, &mut out.hidden)?;
+        }
+        let head_wanted = wants.logits && self.cls_out.is_some();
+        if wants.pooled || head_wanted {
+            b.pool(w, &st.x, e, self.pooling, &mut st.pooled)?;
+        }
+        if wants.pooled {
+            b.download(w, &st.pooled, ns * e, &mut out.pooled)?;
+        }
+        if let (Some(cls_out), true) = (&self.cls_out, wants.logits) {
+            out.n_labels = b.rows(cls_out);
+            let input = match &self.head {
+                Some((dense, nm)) => {
+                    b.matmul(f, w, &st.pooled, ns, dense, &mut st.t, false)?;
+                    b.gelu(w, &mut st.t, ns * e)?;
+                    let (g, bias) = nm.parts();
+                    b.layer_norm_into(w, &st.t, ns, e, g, bias, hp.eps, &mut st.h)?;
+                    &st.h
+                }
+                None => &st.pooled,
+            };
+            b.matmul(f, w, input, ns, cls_out, &mut st.logits, false)?;
+            b.download(w, &st.logits, ns * out.n_labels, &mut out.logits)?;
+        }
+        Ok(out)
+    }
+}
+
+impl<B: Backend> EncoderGraph for Graph<B> {
+    fn describe(&self) -> String {
+        format!("the whole encoder on {}", self.b.describe())
+    }
+
+    fn part_tokens(&self) -> Option<usize> {
+        self.b.encode_part_tokens()
+    }
+
+    fn encode(
+        &self,
+        f: &GgufFile,
+        st: &mut EncoderState,
+        batch: &Batch,
+        wants: Wants,
+    ) -> Result<EncoderOutput> {
+        check_batch(batch, self.hp.n_ctx, self.hp.n_vocab)?;
+        if st.inner.as_ref().is_none_or(|s| !s.is::<State<B>>()) {
+            st.inner = Some(Box::new(self.new_state()?));
+        }
+        let s = st
+            .inner
+            .as_mut()
+            .and_then(|s| s.downcast_mut::<State<B>>())
+            .context("encoder state")?;
+        in_parts(batch, self.part_tokens(), |part| {
+            self.pass(f, s, part, wants)
         })
     }
 }

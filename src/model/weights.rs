@@ -1,187 +1,25 @@
 //! Loading weights by name from a GGUF file, with the checks that turn a wrong or partial file
-//! into an error naming the tensor: presence, shape, and a type qgguf can compute with.
+//! into an error naming the tensor: presence, shape, and a type qgguf can compute with. The
+//! checked tensors go to whichever backend runs them.
 
-use crate::backend::cpu::matmul::{self, Scratch, WeightView};
-use crate::backend::cpu::ops;
+use crate::backend::{Backend, TensorRef, Use};
 use crate::gguf::{GgufFile, TensorInfo};
 use anyhow::{bail, Context, Result};
-use quant_types::packed::{self, Arena, Layout, PackedMatrix};
 use quant_types::{dynamic, GgmlType};
-use rayon::prelude::*;
-use std::sync::Arc;
 
-/// A weight matrix: `rows` output features of `cols` inputs. Read in place from the file's map,
-/// or, where the CPU has the packed kernels, from a packed copy made at load time (the map's
-/// pages of the tensor are then released, so memory stays about the file's size).
-#[derive(Clone, Debug)]
-pub struct Mat {
-    pub info: TensorInfo,
-    pub ty: GgmlType,
-    pub rows: usize,
-    pub cols: usize,
-    pub packed: Option<Arc<PackedMatrix>>,
-    /// Only ever read by rows ([`Loader::lookup_table`]): its pages of the file's map are
-    /// handed back after each lookup. False for a table that is also an output head.
-    pub lookup_only: bool,
+pub use crate::backend::cpu::sized;
+
+/// A norm's scale and optional shift on a backend.
+pub struct Norm<B: Backend> {
+    pub w: B::Vector,
+    pub b: Option<B::Vector>,
 }
 
-impl Mat {
-    pub fn view<'a>(&'a self, f: &'a GgufFile) -> WeightView<'a> {
-        WeightView {
-            ty: self.ty,
-            rows: self.rows,
-            cols: self.cols,
-            // The packed copy replaces the file's bytes: never touch released pages.
-            data: if self.packed.is_some() {
-                &[]
-            } else {
-                f.tensor_data(&self.info)
-            },
-            packed: self.packed.as_deref(),
-        }
+impl<B: Backend> Norm<B> {
+    /// The scale and the shift, as the backend's norms take them.
+    pub fn parts(&self) -> (&B::Vector, Option<&B::Vector>) {
+        (&self.w, self.b.as_ref())
     }
-
-    pub fn row(&self, f: &GgufFile, r: usize, out: &mut [f32]) -> Result<()> {
-        matmul::dequantize_row(&self.view(f), r, out)
-    }
-
-    /// Rows of a lookup table read from the file's map ([`Mat::row`]), dequantized into `out`
-    /// one after the other, each row's pages handed back once read. The page cache may hold
-    /// a file in 2 MiB folios and map a whole folio at the first touch, so a prompt's few
-    /// hundred embedding rows would otherwise keep most of Qwen's 97 MiB table resident (80
-    /// MiB of the peak RSS of `qrun bench` on Q5_K_S), and releasing the table only after the
-    /// last row still left that much in the peak (Q4_K_M, pp512: 555 -> 475 MiB); the next
-    /// lookup faults its folio back in from the page cache. The release of the whole table
-    /// after the rows still counts: without it the peak of a Q5_K_S pp512 was 2 MiB higher.
-    pub fn rows_then_release(&self, f: &GgufFile, rows: &[u32], out: &mut [f32]) -> Result<()> {
-        let row_bytes = self.ty.row_bytes(self.cols).unwrap_or(0);
-        let release = self.lookup_only && self.packed.is_none();
-        for (&r, o) in rows.iter().zip(out.chunks_exact_mut(self.cols)) {
-            self.row(f, r as usize, o)?;
-            if release {
-                let at = r as usize * row_bytes;
-                f.release_folios_around(&self.info, at, at + row_bytes);
-            }
-        }
-        self.release_if_mapped(f);
-        Ok(())
-    }
-
-    /// Hands a lookup-only table's pages of the file's map back (nothing when it is packed,
-    /// or also a head whose products would fault the whole table back in).
-    pub fn release_if_mapped(&self, f: &GgufFile) {
-        if self.lookup_only && self.packed.is_none() {
-            f.release(&self.info);
-        }
-    }
-
-    /// Replaces the in-place weights by a packed copy when the CPU and type allow it and
-    /// `QGGUF_NO_PACK` is unset, then releases the tensor's pages of the map.
-    fn pack(&mut self, f: &GgufFile, arena: &Arena) {
-        if !packed::available() || !packed::supports(self.ty) {
-            return;
-        }
-        // QGGUF_PACK_LAYOUT=rows keeps the row layout where the interleaved one would be
-        // chosen, to measure the difference.
-        let layout = match std::env::var("QGGUF_PACK_LAYOUT").as_deref() {
-            Ok("rows") => Layout::Rows,
-            _ => Layout::best_for(self.ty),
-        };
-        let Some(mut m) =
-            PackedMatrix::alloc_in(Some(arena), self.ty, self.rows, self.cols, layout)
-        else {
-            return;
-        };
-        let (ty, cols, layout) = (self.ty, self.cols, m.layout());
-        let src = f.tensor_data(&self.info);
-        let src_unit = ty.row_bytes(cols).expect("validated") * m.unit_rows();
-        let dst_unit = m.unit_bytes();
-        // In slices of about 8 MiB of the file, each released once packed: the packed copy
-        // and the file's pages of a big matrix (a 272 MiB F16 embedding) never both stay
-        // resident, so peak memory grows by one slice, not by the matrix. (The peak is the
-        // last slice of the last matrix, with every packed copy made: 32 MiB slices put
-        // Qwen's IQ4_NL decoder 5 MiB over file + KV cache + 64 MiB in one run.)
-        let units_per_slice = ((8 << 20) / src_unit.max(1)).max(1);
-        let slices = m
-            .bytes_mut()
-            .chunks_mut(units_per_slice * dst_unit)
-            .zip(src.chunks(units_per_slice * src_unit));
-        let mut done = 0;
-        for (dst, src) in slices {
-            dst.par_chunks_exact_mut(dst_unit)
-                .zip(src.par_chunks(src_unit))
-                .for_each(|(dst, src)| packed::pack_unit(ty, cols, layout, src, dst));
-            f.release_part(&self.info, done, done + src.len());
-            done += src.len();
-        }
-        f.release(&self.info);
-        self.packed = Some(Arc::new(m));
-    }
-}
-
-/// Whether weights are packed at load: the CPU has the kernels, and `QGGUF_NO_PACK` (for
-/// measuring the difference) is unset.
-pub fn packing_enabled() -> bool {
-    packed::available() && std::env::var("QGGUF_NO_PACK").map_or(true, |v| v.is_empty() || v == "0")
-}
-
-/// A linear layer: y = x W^T (+ b).
-#[derive(Clone, Debug)]
-pub struct Linear {
-    pub w: Mat,
-    pub b: Option<Vec<f32>>,
-}
-
-impl Linear {
-    pub fn forward(
-        &self,
-        f: &GgufFile,
-        x: &[f32],
-        n: usize,
-        y: &mut [f32],
-        s: &mut Scratch,
-    ) -> Result<()> {
-        matmul::matmul(&self.w.view(f), x, n, y, s)
-            .with_context(|| format!("tensor '{}'", self.w.info.name))?;
-        if let Some(b) = &self.b {
-            ops::add_bias(y, b);
-        }
-        Ok(())
-    }
-
-    pub fn rows(&self) -> usize {
-        self.w.rows
-    }
-
-    /// Several layers on the same input (`ys[i] = layers[i](x)`), as one parallel product when
-    /// their weights allow it ([`matmul::matmul_group`]).
-    pub fn forward_group<const N: usize>(
-        layers: [&Linear; N],
-        f: &GgufFile,
-        x: &[f32],
-        n: usize,
-        ys: &mut [&mut [f32]; N],
-        s: &mut Scratch,
-    ) -> Result<()> {
-        let views = layers.map(|l| l.w.view(f));
-        matmul::matmul_group(&views, x, n, ys, s).with_context(|| {
-            let names: Vec<&str> = layers.iter().map(|l| l.w.info.name.as_str()).collect();
-            format!("tensors {}", names.join(", "))
-        })?;
-        for (l, y) in layers.iter().zip(ys.iter_mut()) {
-            if let Some(b) = &l.b {
-                ops::add_bias(y, b);
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A norm's scale and optional shift.
-#[derive(Clone, Debug)]
-pub struct Norm {
-    pub w: Vec<f32>,
-    pub b: Option<Vec<f32>>,
 }
 
 /// Largest hyper-parameter (layer count, widths, context length) accepted from a file. Sizes
@@ -191,19 +29,11 @@ pub const MAX_HP: usize = 1 << 31;
 
 pub struct Loader<'a> {
     pub f: &'a GgufFile,
-    /// Pack matrices for the CPU's packed kernels (see [`packing_enabled`]).
-    pub pack: bool,
-    /// Where packed matrices live: one model's matrices one after another in huge pages.
-    arena: Arena,
 }
 
 impl<'a> Loader<'a> {
-    pub fn new(f: &'a GgufFile, pack: bool) -> Loader<'a> {
-        Loader {
-            f,
-            pack,
-            arena: Arena::new(),
-        }
+    pub fn new(f: &'a GgufFile) -> Loader<'a> {
+        Loader { f }
     }
 
     fn info(&self, name: &str) -> Result<&'a TensorInfo> {
@@ -231,21 +61,9 @@ impl<'a> Loader<'a> {
         self.f.tensor(name).is_some()
     }
 
-    /// A matrix of `rows` x `cols` (GGUF dims `[cols, rows]`; a single row may be stored 1-D),
-    /// packed for the matrix kernels where they serve it.
-    pub fn mat(&self, name: &str, cols: usize, rows: usize) -> Result<Mat> {
-        self.mat_packed_if(name, cols, rows, self.pack)
-    }
-
-    /// A table read only by rows (token and position embeddings that are not also an output
-    /// head): left in the file's blocks, so only the rows a prompt looks up are ever read. A
-    /// packed copy would read the whole table at load and hold it in memory (a 272 MiB F16
-    /// vocabulary of Qwen2.5-0.5B) for no product.
-    pub fn lookup_table(&self, name: &str, cols: usize, rows: usize) -> Result<Mat> {
-        self.mat_packed_if(name, cols, rows, false)
-    }
-
-    fn mat_packed_if(&self, name: &str, cols: usize, rows: usize, pack: bool) -> Result<Mat> {
+    /// Tensor `name` as `rows` rows of `cols` (GGUF dims `[cols, rows]`; a single row may be
+    /// stored 1-D).
+    pub fn tensor(&self, name: &str, cols: usize, rows: usize) -> Result<TensorRef<'a>> {
         let info = self.info(name)?;
         let ok =
             info.dims == [cols as u64, rows as u64] || (rows == 1 && info.dims == [cols as u64]);
@@ -256,18 +74,12 @@ impl<'a> Loader<'a> {
                 info.dims
             );
         }
-        let mut m = Mat {
-            info: info.clone(),
+        Ok(TensorRef {
+            info,
             ty: self.ty(info)?,
             rows,
             cols,
-            packed: None,
-            lookup_only: !pack,
-        };
-        if pack {
-            m.pack(self.f, &self.arena);
-        }
-        Ok(m)
+        })
     }
 
     /// A vector of `len` values, dequantized to f32.
@@ -294,18 +106,64 @@ impl<'a> Loader<'a> {
         }
     }
 
-    /// `{stem}.weight` as rows x cols, and `{stem}.bias` if present.
-    pub fn linear(&self, stem: &str, cols: usize, rows: usize) -> Result<Linear> {
-        Ok(Linear {
-            w: self.mat(&format!("{stem}.weight"), cols, rows)?,
-            b: self.opt_vec(&format!("{stem}.bias"), rows)?,
-        })
+    /// Matrix `name` (no bias) on backend `b`.
+    pub fn mat<B: Backend>(
+        &self,
+        b: &B,
+        s: &B::Session,
+        name: &str,
+        cols: usize,
+        rows: usize,
+        usage: Use,
+    ) -> Result<B::Linear> {
+        let t = self.tensor(name, cols, rows)?;
+        b.linear(s, self.f, t, None, usage)
+            .with_context(|| format!("tensor '{name}'"))
     }
 
-    pub fn norm(&self, stem: &str, dim: usize) -> Result<Norm> {
+    /// `{stem}.weight` as rows x cols and `{stem}.bias` if present, on backend `b`.
+    pub fn linear<B: Backend>(
+        &self,
+        b: &B,
+        s: &B::Session,
+        stem: &str,
+        cols: usize,
+        rows: usize,
+    ) -> Result<B::Linear> {
+        let name = format!("{stem}.weight");
+        let t = self.tensor(&name, cols, rows)?;
+        let bias = self.opt_vec(&format!("{stem}.bias"), rows)?;
+        b.linear(s, self.f, t, bias, Use::Product)
+            .with_context(|| format!("tensor '{name}'"))
+    }
+
+    /// `{stem}.weight` if the file has it.
+    pub fn opt_linear<B: Backend>(
+        &self,
+        b: &B,
+        s: &B::Session,
+        stem: &str,
+        cols: usize,
+        rows: usize,
+    ) -> Result<Option<B::Linear>> {
+        if self.has(&format!("{stem}.weight")) {
+            self.linear(b, s, stem, cols, rows).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    pub fn vector<B: Backend>(&self, b: &B, name: &str, len: usize) -> Result<B::Vector> {
+        b.vector(self.vec(name, len)?)
+    }
+
+    pub fn norm<B: Backend>(&self, b: &B, stem: &str, dim: usize) -> Result<Norm<B>> {
         Ok(Norm {
-            w: self.vec(&format!("{stem}.weight"), dim)?,
-            b: self.opt_vec(&format!("{stem}.bias"), dim)?,
+            w: b.vector(self.vec(&format!("{stem}.weight"), dim)?)?,
+            b: match self.opt_vec(&format!("{stem}.bias"), dim)? {
+                Some(v) => Some(b.vector(v)?),
+                None => None,
+            },
         })
     }
 
@@ -352,12 +210,4 @@ impl<'a> Loader<'a> {
             _ => Vec::new(),
         }
     }
-}
-
-/// Grows a buffer to `n` values without shrinking its allocation (no per-token allocation).
-pub fn sized(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
-    if buf.len() < n {
-        buf.resize(n, 0.0);
-    }
-    &mut buf[..n]
 }

@@ -15,22 +15,7 @@ use rayon::prelude::*;
 use super::team;
 use std::ops::Range;
 
-/// Shapes of one attention call.
-#[derive(Clone, Copy, Debug)]
-pub struct Heads {
-    pub n_head: usize,
-    pub n_head_kv: usize,
-    pub head_dim: usize,
-}
-
-impl Heads {
-    fn q_dim(&self) -> usize {
-        self.n_head * self.head_dim
-    }
-    fn kv_dim(&self) -> usize {
-        self.n_head_kv * self.head_dim
-    }
-}
+pub use crate::backend::Heads;
 
 /// Scores, softmax and weighted sum of one query head over keys `keys` of one KV head (at
 /// offset `off` of rows of `stride` values).

@@ -6,13 +6,7 @@ use anyhow::{bail, Result};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
-/// Element type of the cache.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum KvType {
-    #[default]
-    F16,
-    F32,
-}
+pub use crate::backend::KvType;
 
 enum Store {
     F16(Vec<Vec<f16>>, Vec<Vec<f16>>),

@@ -3,8 +3,12 @@
 //! rayon, and decoding's short products with a team of spinning threads ([`team`]).
 
 pub mod attention;
+pub mod backend;
 pub mod kv_cache;
 pub mod matmul;
 pub mod ops;
 pub mod simd_f32;
 pub mod team;
+pub mod weights;
+
+pub use backend::{sized, Cpu, CpuWork, ENCODE_PART_TOKENS};

@@ -143,6 +143,20 @@ impl RopeTable {
         }
     }
 
+    /// Positions the table holds.
+    pub fn positions(&self) -> usize {
+        self.sin.len().checked_div(self.dim / 2).unwrap_or(0)
+    }
+
+    /// The table as (cos, sin) pairs, position-major: what the GPU's kernels read.
+    pub fn cos_sin_pairs(&self) -> Vec<f32> {
+        self.cos
+            .iter()
+            .zip(&self.sin)
+            .flat_map(|(&c, &s)| [c, s])
+            .collect()
+    }
+
     /// [`rope_neox`] of `x` (whole heads) at `pos`, which [`RopeTable::ensure`] must cover.
     pub fn apply(&self, x: &mut [f32], pos: usize) {
         let half = self.dim / 2;

@@ -27,7 +27,19 @@ __device__ __forceinline__ float bf2f(u16 h) { return __int_as_float(((u32)h) <<
 
 __device__ __forceinline__ u16 ld16(const u8* p) { return *(const u16*)p; }
 
+// 32-bit loads from 2- and 4-byte aligned addresses (block fields of odd-sized ggml blocks).
+__device__ __forceinline__ u32 ld32_2(const u8* p) {
+    return (u32)ld16(p) | ((u32)ld16(p + 2) << 16);
+}
+__device__ __forceinline__ u32 ld32_4(const u8* p) { return *(const u32*)p; }
+
 __device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
+    return v;
+}
+
+__device__ __forceinline__ int warp_sum_i(int v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
     return v;
@@ -37,23 +49,6 @@ __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, o));
     return v;
-}
-
-__device__ __forceinline__ double warp_sum_d(double v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
-    return v;
-}
-
-// Sum over a block of up to 1024 threads (blockDim.x a multiple of 32); every thread gets it.
-__device__ double block_sum_d(double v, double* shared32) {
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = warp_sum_d(v);
-    __syncthreads();
-    if (lane == 0) shared32[w] = v;
-    __syncthreads();
-    double t = lane < nw ? shared32[lane] : 0.0;
-    return warp_sum_d(t);
 }
 
 __device__ float block_max(float v, float* shared32) {
@@ -66,6 +61,7 @@ __device__ float block_max(float v, float* shared32) {
     return warp_max(t);
 }
 
+// Sum over a block of up to 1024 threads (blockDim.x a multiple of 32); every thread gets it.
 __device__ float block_sum(float v, float* shared32) {
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
     v = warp_sum(v);

@@ -1,57 +1,5 @@
-// Matrix-vector products with dequantization fused into the dot product (decode, and batches
-// of up to 8 tokens), and dequantization of weights to f16 (or f32) for cuBLAS.
-//
-// matvec: one warp per output row, 8 rows per block of 256 threads. Lane l takes chunks
-// l, l + 32, ... of the row (32 weights each, coalesced: the warp reads 32 consecutive chunks),
-// dequantizes each once into registers and multiplies it with the f32 activations of every
-// token. y[t][r] = (acc ? y[t][r] : 0) + (sum + bias[r]).
-
-#define MAXN 8
-
-template <class T, int N>
-__device__ __forceinline__ void matvec_impl(const u8* W, long long row_bytes, int rows, int cols,
-                                            const float* x, int n, float* y, const float* bias,
-                                            int acc) {
-    int lane = threadIdx.x & 31;
-    int r = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (r >= rows) return;
-    const u8* row = W + (size_t)r * row_bytes;
-    int nch = cols >> 5;
-    float s[N];
-#pragma unroll
-    for (int t = 0; t < N; t++) s[t] = 0.0f;
-    for (int c = lane; c < nch; c += 32) {
-        float w[32];
-        dq<T>(row, c, w);
-#pragma unroll
-        for (int t = 0; t < N; t++) {
-            if (t < n) {
-                const float4* xp = (const float4*)(x + (size_t)t * cols + (size_t)c * 32);
-                float a = 0.0f;
-#pragma unroll
-                for (int k = 0; k < 8; k++) {
-                    float4 v = xp[k];
-                    a = fmaf(w[4 * k], v.x, a);
-                    a = fmaf(w[4 * k + 1], v.y, a);
-                    a = fmaf(w[4 * k + 2], v.z, a);
-                    a = fmaf(w[4 * k + 3], v.w, a);
-                }
-                s[t] += a;
-            }
-        }
-    }
-#pragma unroll
-    for (int t = 0; t < N; t++) {
-        if (t < n) {
-            float v = warp_sum(s[t]);
-            if (lane == 0) {
-                float* o = y + (size_t)t * rows + r;
-                float b = bias ? bias[r] : 0.0f;
-                *o = (acc ? *o : 0.0f) + (v + b);
-            }
-        }
-    }
-}
+// Dequantization of weights to f16 (or f32) rows for cuBLAS (prompts and encoder batches): one
+// thread per 32-weight chunk, the values of the CPU's `dequantize_row`.
 
 template <class T>
 __device__ __forceinline__ void dequant_impl(const u8* W, long long row_bytes, int rows, int cols,
@@ -82,16 +30,6 @@ __device__ __forceinline__ void dequant_impl(const u8* W, long long row_bytes, i
 }
 
 #define LINEAR_KERNELS(T, name)                                                                   \
-    extern "C" __global__ void __launch_bounds__(256)                                             \
-        matvec1_##name(const u8* W, long long rb, int rows, int cols, const float* x, int n,     \
-                       float* y, const float* bias, int acc) {                                    \
-        matvec_impl<T, 1>(W, rb, rows, cols, x, 1, y, bias, acc);                                 \
-    }                                                                                             \
-    extern "C" __global__ void __launch_bounds__(256)                                             \
-        matvec8_##name(const u8* W, long long rb, int rows, int cols, const float* x, int n,     \
-                       float* y, const float* bias, int acc) {                                    \
-        matvec_impl<T, MAXN>(W, rb, rows, cols, x, n, y, bias, acc);                              \
-    }                                                                                             \
     extern "C" __global__ void dequant_##name(const u8* W, long long rb, int rows, int cols,      \
                                               void* out, int to_f16) {                            \
         dequant_impl<T>(W, rb, rows, cols, out, to_f16);                                          \

@@ -1,42 +1,120 @@
-// Row-wise and element-wise operations of the transformer graphs, in f32 (as the CPU backend).
+// Row-wise and element-wise operations of the graphs, in f32. Kernels whose output feeds a
+// cuBLAS product can also write it as f16 (`out16`, may be null), so no conversion pass runs
+// before the product. Sums are f32 (no f64: the T4 runs it at 1/32 rate), in tree order.
 
-// out = x / rms(x) * w per row of dim; one block per row. The sum of squares is accumulated in
-// f64, as on the CPU (Qwen2's residual stream carries values in the thousands).
-extern "C" __global__ void rms_norm(const float* x, const float* w, float* out, int dim,
-                                    float eps) {
-    __shared__ double sh[32];
-    const float* xr = x + (size_t)blockIdx.x * dim;
-    float* o = out + (size_t)blockIdx.x * dim;
-    double ss = 0.0;
+// out = x / rms(x) * w per row; one block per row.
+extern "C" __global__ void rms_norm(const float* x, const float* w, float* out, u16* out16,
+                                    int dim, float eps, int x_stride, int out_stride) {
+    __shared__ float sh[32];
+    const float* xr = x + (size_t)blockIdx.x * x_stride;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss = fmaf(xr[i], xr[i], ss);
+    ss = block_sum(ss, sh);
+    const float inv = rsqrtf(ss / (float)dim + eps);
+    const size_t o = (size_t)blockIdx.x * out_stride;
     for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-        float v = xr[i];
-        ss += (double)__fmul_rn(v, v);
+        const float v = xr[i] * inv * w[i];
+        if (out) out[o + i] = v;
+        if (out16) out16[o + i] = f2h(v);
     }
-    ss = block_sum_d(ss, sh);
-    float mean = (float)(ss / (double)dim);
-    float inv = 1.0f / sqrtf(mean + eps);
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) o[i] = __fmul_rn(__fmul_rn(xr[i], inv), w[i]);
 }
 
-// out = (x - mean) / sqrt(var + eps) * w + b per row (b may be null; out may be x).
-extern "C" __global__ void layer_norm(const float* x, const float* w, const float* b, float* out,
-                                      int dim, float eps) {
-    __shared__ double sh[32];
+// out = (v - mean) / sqrt(var + eps) * w + b per row, v = x + pre (pre: a bias added first,
+// may be null; b may be null; out may be x).
+extern "C" __global__ void layer_norm(const float* x, const float* pre, const float* w,
+                                      const float* b, float* out, u16* out16, int dim,
+                                      float eps) {
+    __shared__ float sh[32];
     const float* xr = x + (size_t)blockIdx.x * dim;
-    float* o = out + (size_t)blockIdx.x * dim;
-    double s = 0.0;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) s += (double)xr[i];
-    float mean = (float)(block_sum_d(s, sh) / (double)dim);
-    double v2 = 0.0;
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) s += xr[i] + (pre ? pre[i] : 0.0f);
+    const float mean = block_sum(s, sh) / (float)dim;
+    float v2 = 0.0f;
     for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-        float d = xr[i] - mean;
-        v2 += (double)__fmul_rn(d, d);
+        const float d = xr[i] + (pre ? pre[i] : 0.0f) - mean;
+        v2 = fmaf(d, d, v2);
     }
-    float var = (float)(block_sum_d(v2, sh) / (double)dim);
-    float inv = 1.0f / sqrtf(var + eps);
+    const float var = block_sum(v2, sh) / (float)dim;
+    const float inv = rsqrtf(var + eps);
+    const size_t o = (size_t)blockIdx.x * dim;
     for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-        float v = __fmul_rn(__fmul_rn(xr[i] - mean, inv), w[i]);
-        o[i] = b ? v + b[i] : v;
+        float v = (xr[i] + (pre ? pre[i] : 0.0f) - mean) * inv * w[i];
+        if (b) v += b[i];
+        if (out) out[o + i] = v;
+        if (out16) out16[o + i] = f2h(v);
+    }
+}
+
+// Rows of a table in its GGUF blocks, dequantized: out[t] (+)= table[ids[t]] (ids null: row
+// `fixed` for every t). One block per token, threads over 32-weight chunks.
+template <class T>
+__device__ void embed_impl(const u8* table, long long row_bytes, int cols, const int* ids,
+                           int fixed, float* out, int add) {
+    const int t = blockIdx.x;
+    const int r = ids ? ids[t] : fixed;
+    const u8* row = table + (size_t)r * row_bytes;
+    float* o = out + (size_t)t * cols;
+    for (int c = threadIdx.x; c < cols / 32; c += blockDim.x) {
+        float w[32];
+        dq<T>(row, c, w);
+#pragma unroll
+        for (int i = 0; i < 32; i++) o[32 * c + i] = add ? o[32 * c + i] + w[i] : w[i];
+    }
+}
+
+#define EMBED_KERNEL(T, name)                                                                     \
+    extern "C" __global__ void embed_##name(const u8* table, long long rb, int cols,             \
+                                            const int* ids, int fixed, float* out, int add) {    \
+        embed_impl<T>(table, rb, cols, ids, fixed, out, add);                                     \
+    }
+EMBED_KERNEL(TF32, f32)
+EMBED_KERNEL(TF16, f16)
+EMBED_KERNEL(TBF16, bf16)
+EMBED_KERNEL(TQ4_0, q4_0)
+EMBED_KERNEL(TQ4_1, q4_1)
+EMBED_KERNEL(TQ5_0, q5_0)
+EMBED_KERNEL(TQ5_1, q5_1)
+EMBED_KERNEL(TQ8_0, q8_0)
+EMBED_KERNEL(TQ4_K, q4_k)
+EMBED_KERNEL(TQ5_K, q5_k)
+EMBED_KERNEL(TQ6_K, q6_k)
+EMBED_KERNEL(TIQ4_NL, iq4_nl)
+EMBED_KERNEL(TNF4, nf4)
+
+// After a prompt's Q, K and V products: biases, RoPE of Q (in place) and K from the table, and
+// K and V into the f16 cache at the pass's positions. q: n rows of qd, k and v: n rows of kvd.
+extern "C" __global__ void bias_rope_store(float* q, const float* k, const float* v,
+                                           const float* bq, const float* bk, const float* bv,
+                                           u16* kc, u16* vc, const float* rope, const int* step,
+                                           int n, int qd, int kvd, int hd) {
+    const int half = hd / 2;
+    const long long per = qd / 2 + kvd / 2 + kvd;
+    const long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (long long)n * per) return;
+    const int t = (int)(idx / per);
+    int i = (int)(idx % per);
+    const int pos = step[0] + t;
+    if (i < qd / 2 + kvd / 2) {
+        const bool is_q = i < qd / 2;
+        if (!is_q) i -= qd / 2;
+        const int head = i / half, d = i % half;
+        const int ra = head * hd + d, rb = ra + half;
+        const float* src = is_q ? q + (size_t)t * qd : k + (size_t)t * kvd;
+        const float* bias = is_q ? bq : bk;
+        const float a = src[ra] + (bias ? bias[ra] : 0.0f);
+        const float b = src[rb] + (bias ? bias[rb] : 0.0f);
+        const float2 cs = ((const float2*)rope)[(size_t)pos * half + d];
+        const float x0 = a * cs.x - b * cs.y, x1 = a * cs.y + b * cs.x;
+        if (is_q) {
+            q[(size_t)t * qd + ra] = x0;
+            q[(size_t)t * qd + rb] = x1;
+        } else {
+            kc[(size_t)pos * kvd + ra] = f2h(x0);
+            kc[(size_t)pos * kvd + rb] = f2h(x1);
+        }
+    } else {
+        i -= qd / 2 + kvd / 2;
+        vc[(size_t)pos * kvd + i] = f2h(v[(size_t)t * kvd + i] + (bv ? bv[i] : 0.0f));
     }
 }
 
@@ -52,15 +130,23 @@ __device__ __forceinline__ float gelu(float x) {
     return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
 }
 
-// SwiGLU: g = silu(g) * u.
-extern "C" __global__ void silu_mul(float* g, const float* u, long long total) {
+// SwiGLU of n rows of ff: g = silu(g) * u (also as f16 when out16).
+extern "C" __global__ void swiglu(float* g, const float* u, u16* out16, long long total) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < total) g[i] = silu(g[i]) * u[i];
+    if (i >= total) return;
+    const float v = silu(g[i]) * u[i];
+    g[i] = v;
+    if (out16) out16[i] = f2h(v);
 }
 
-extern "C" __global__ void gelu_inplace(float* x, long long total) {
+// x = gelu(x + b[i % rows]) (b may be null), also as f16 when out16.
+extern "C" __global__ void gelu_bias(float* x, const float* b, u16* out16, long long total,
+                                     int rows) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < total) x[i] = gelu(x[i]);
+    if (i >= total) return;
+    const float v = gelu(x[i] + (b ? b[i % rows] : 0.0f));
+    x[i] = v;
+    if (out16) out16[i] = f2h(v);
 }
 
 extern "C" __global__ void tanh_inplace(float* x, long long total) {
@@ -68,35 +154,15 @@ extern "C" __global__ void tanh_inplace(float* x, long long total) {
     if (i < total) x[i] = tanhf(x[i]);
 }
 
-// GeGLU: out[t][j] = gelu(wi[t][j]) * wi[t][ff + j].
-extern "C" __global__ void geglu(const float* wi, float* out, int n, int ff) {
+// GeGLU: out[t][j] = gelu(wi[t][j]) * wi[t][ff + j] (out may be null when only out16 is used).
+extern "C" __global__ void geglu(const float* wi, float* out, u16* out16, int n, int ff) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)n * ff) return;
-    int t = (int)(i / ff), j = (int)(i % ff);
+    const int t = (int)(i / ff), j = (int)(i % ff);
     const float* r = wi + (size_t)t * 2 * ff;
-    out[i] = gelu(r[j]) * r[ff + j];
-}
-
-// NEOX rotary embedding in place: in each of n rows (stride `stride`), `heads` vectors of hd
-// values at column offset 0; dimension i pairs with i + hd/2. Position of row t: pos[t] if pos
-// is given, else pos0 + t. Angles in f64 as on the CPU. One thread per (row, pair), all heads.
-extern "C" __global__ void rope_neox(float* x, int n, int heads, int hd, int stride, int pos0,
-                                     const int* pos, float theta) {
-    int half = hd / 2;
-    long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (long long)n * half) return;
-    int t = (int)(idx / half), i = (int)(idx % half);
-    int p = pos ? pos[t] : pos0 + t;
-    double freq = 1.0 / pow((double)theta, 2.0 * (double)i / (double)hd);
-    double ang = (double)p * freq;
-    float s = (float)sin(ang), c = (float)cos(ang);
-    float* row = x + (size_t)t * stride;
-    for (int h = 0; h < heads; h++) {
-        float* v = row + h * hd;
-        float a = v[i], b = v[i + half];
-        v[i] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
-        v[i + half] = __fadd_rn(__fmul_rn(a, s), __fmul_rn(b, c));
-    }
+    const float v = gelu(r[j]) * r[ff + j];
+    if (out) out[i] = v;
+    if (out16) out16[i] = f2h(v);
 }
 
 // f32 rows to f16 rows: n rows of width values, with strides (in elements).
@@ -106,42 +172,6 @@ extern "C" __global__ void to_f16(const float* src, int src_stride, u16* dst, in
     if (idx >= (long long)n * width) return;
     int t = (int)(idx / width), i = (int)(idx % width);
     dst[(size_t)t * dst_stride + i] = f2h(src[(size_t)t * src_stride + i]);
-}
-
-// Appends n positions of keys and values (rows of kvd f32) to an f16 cache at position pos0.
-extern "C" __global__ void kv_store(const float* k, const float* v, u16* kc, u16* vc, int n,
-                                    int kvd, int pos0) {
-    long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (long long)n * kvd) return;
-    size_t at = (size_t)pos0 * kvd + idx;
-    kc[at] = f2h(k[idx]);
-    vc[at] = f2h(v[idx]);
-}
-
-// Softmax of attention scores for the encoders' cuBLAS path: rows of L keys (row r is query
-// q0 + r % nq of head r / nq), scaled; keys farther than `window` from the query are masked
-// (window < 0: none). Writes probabilities as f16 for the second product.
-extern "C" __global__ void softmax_scores(const float* S, u16* P, int L, int nq, int q0,
-                                          int window, float scale) {
-    __shared__ float sh[32];
-    int r = blockIdx.x;
-    int i = q0 + r % nq;
-    const float* s = S + (size_t)r * L;
-    u16* p = P + (size_t)r * L;
-    int lo = 0, hi = L;
-    if (window >= 0) {
-        lo = max(0, i - window);
-        hi = min(L, i + window + 1);
-    }
-    float m = NEG_INF;
-    for (int j = lo + threadIdx.x; j < hi; j += blockDim.x) m = fmaxf(m, s[j] * scale);
-    m = block_max(m, sh);
-    float sum = 0.0f;
-    for (int j = lo + threadIdx.x; j < hi; j += blockDim.x) sum += expf(s[j] * scale - m);
-    sum = block_sum(sum, sh);
-    float inv = 1.0f / sum;
-    for (int j = threadIdx.x; j < L; j += blockDim.x)
-        p[j] = (j >= lo && j < hi) ? f2h(expf(s[j] * scale - m) * inv) : (u16)0;
 }
 
 // Mean pooling or picking one token per sequence: out[s] = mean of hidden[start..end) (mode 0),
