@@ -376,6 +376,15 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
 
     out.push(("gguf_reader", "every-kind.gguf", every_kind()));
 
+    // Non-finite weights (a NaN norm, an infinite Q8_0 scale, an absurd bias): refused by
+    // default, then computed with as --allow-nonfinite does.
+    let mut g = Gguf::new(12);
+    qwen2(&mut g, 8, 1, &|_| Q8_0, 0);
+    g.data[1][..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    g.data[2][..2].copy_from_slice(&0x7c00u16.to_le_bytes());
+    g.data[3][4..8].copy_from_slice(&3e38f32.to_le_bytes());
+    out.push(("gguf_reader", "qwen2-nonfinite.gguf", g.bytes()));
+
     // Tokenizers, with a model their ids run through.
     let mut g = Gguf::new(5);
     let n = bpe_tokenizer(

@@ -5,6 +5,7 @@
 //!
 //! Needs an NVIDIA GPU: built with `--features cuda`, and run only when QGGUF_TEST_GPU=1 (CI has
 //! no GPU, so these tests say they skip there). The model tests also need QGGUF_VOCAB_DIR.
+//! `broken_weights_are_refused_when_offloaded` plants NaN and Inf in each kind of tensor.
 //! `kernels_compile_for_the_t4_and_hopper` needs only NVRTC's library (no GPU).
 #![cfg(feature = "cuda")]
 
@@ -978,4 +979,36 @@ fn close_norm(what: &str, got: &[f32], want: &[f32], tol: f64) {
         rel <= tol,
         "{what}: relative L2 distance {rel:.2e} > {tol:.0e}"
     );
+}
+
+#[path = "support/broken_models.rs"]
+mod broken_models;
+
+#[test]
+fn broken_weights_are_refused_when_offloaded() {
+    if enabled().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let clean = broken_models::write_model(dir.path(), "clean.gguf", &[]);
+    let m = load(&clean, 99, true);
+    assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+    for case in broken_models::cases() {
+        let path = broken_models::write_model(dir.path(), case.file, &case.damage);
+        // No fallback: what is refused is the GPU's own load of the weights it uploads.
+        let opts = LoadOptions {
+            ngl: 99,
+            ..Default::default()
+        };
+        let msg = match Model::load_with(&path, &opts) {
+            Ok(_) => panic!("{}: a broken file loaded with -ngl 99", case.file),
+            Err(e) => format!("{e:#}"),
+        };
+        let line = msg
+            .lines()
+            .find(|l| l.contains(case.tensor))
+            .unwrap_or_else(|| panic!("'{}' not named in: {msg}", case.tensor));
+        assert!(line.contains(case.says), "{line}");
+        assert!(msg.contains(case.file), "{msg}");
+    }
 }

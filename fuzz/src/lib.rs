@@ -18,7 +18,7 @@ use qgguf::gguf::manifest::manifest;
 use qgguf::gguf::{parse_header, GgufFile};
 use qgguf::model::encoder::{Batch, EncoderState};
 use qgguf::model::qwen2::Output;
-use qgguf::model::{Arch, Model};
+use qgguf::model::{Arch, LoadOptions, Model};
 use qgguf::quant_types::dynamic;
 use qgguf::tokenizer::Tokenizer;
 use std::hint::black_box;
@@ -89,8 +89,37 @@ pub fn gguf_reader(bytes: &[u8], dir: &Path) -> Result<()> {
         f.release(t);
     }
     drop(f);
-    let model = Model::load(&path)?;
+    let model = load_even_nonfinite(&path)?;
     run_model(&model, &[0, 1])
+}
+
+/// Loads the model as qrun does by default, and if its weights are refused as non-finite, as
+/// `--allow-nonfinite` does: computing with NaN and infinities must end in numbers or errors,
+/// never in a panic.
+fn load_even_nonfinite(path: &Path) -> Result<Model> {
+    match Model::load(path) {
+        Ok(m) => {
+            assert!(
+                m.warnings.is_empty(),
+                "a default load warned: {:?}",
+                m.warnings
+            );
+            Ok(m)
+        }
+        Err(e) if format!("{e:#}").contains("--allow-nonfinite") => {
+            let opts = LoadOptions {
+                allow_nonfinite: true,
+                ..Default::default()
+            };
+            let m = Model::load_with(path, &opts)?;
+            assert!(
+                !m.warnings.is_empty(),
+                "refused, then loaded without a warning: {e:#}"
+            );
+            Ok(m)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Runs a loaded model on `ids` (token ids, possibly out of range) the way qrun does.
@@ -187,7 +216,7 @@ pub fn tokenizer_from_gguf(bytes: &[u8], dir: &Path) -> Result<()> {
         }
     }
     drop(f);
-    if let Ok(model) = Model::load(&path) {
+    if let Ok(model) = load_even_nonfinite(&path) {
         run_model(&model, &all)?;
     }
     Ok(())

@@ -17,6 +17,7 @@ pub mod fp;
 mod ggml_search;
 pub mod ggml_type;
 pub mod packed;
+pub mod scan;
 pub mod simd;
 
 mod arch;

@@ -191,6 +191,11 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<Self::Linear>;
     fn vector(&self, v: Vec<f32>) -> Result<Self::Vector>;
     fn rows(&self, l: &Self::Linear) -> usize;
+    /// What the backend found scanning the matrix's values while it read them (see
+    /// `gguf::scan`), or None when it did not read them all (the loader scans them then).
+    fn weight_scan(&self, _l: &Self::Linear) -> Option<quant_types::scan::Scan> {
+        None
+    }
     /// Bytes of memory of this backend's own that the matrix takes (0 when it is read in
     /// place from the file's map).
     fn device_bytes(&self, l: &Self::Linear) -> usize;

@@ -78,6 +78,10 @@ enum Command {
         /// Write into OUTPUT even if it holds files.
         #[arg(long)]
         force: bool,
+        /// Export a file whose weights hold NaN, infinities or absurd norm values (refused by
+        /// default, naming the tensors).
+        #[arg(long)]
+        allow_nonfinite: bool,
     },
     /// Write a checkpoint with seeded random weights and a real shape (for speed and memory
     /// work and tests): qwen2.5-0.5b[-cls113], modernbert-base[-cls113], tiny-*.
@@ -103,6 +107,10 @@ enum Command {
         input: PathBuf,
         #[arg(long)]
         json: bool,
+        /// Only scan the weights for NaN, infinities (in float tensors and block scales) and
+        /// absurd norms or biases; report them (--json: as JSON) and exit with status 1 if any.
+        #[arg(long)]
+        check: bool,
     },
 }
 
@@ -121,6 +129,7 @@ fn run() -> Result<()> {
             output,
             dtype,
             force,
+            allow_nonfinite,
         }) => {
             let dtype = ExportDtype::parse(&dtype)?;
             if output.join("model.safetensors").exists() && !force {
@@ -131,6 +140,7 @@ fn run() -> Result<()> {
             }
             let start = Instant::now();
             let f = GgufFile::open(&input)?;
+            refuse_broken(&f, &input, allow_nonfinite)?;
             let bytes = export(&f, &output, dtype, std::io::stderr().is_terminal())?;
             eprintln!(
                 "qconvert: exported {} to {} ({:.1} MiB of {} safetensors) in {:.1} s",
@@ -169,8 +179,11 @@ fn run() -> Result<()> {
             );
             Ok(())
         }
-        Some(Command::Info { input, json }) => {
+        Some(Command::Info { input, json, check }) => {
             let f = GgufFile::open(&input)?;
+            if check {
+                return check_cmd(&f, &input, json);
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&manifest(&f))?);
                 return Ok(());
@@ -222,6 +235,7 @@ fn convert_cmd(a: ConvertArgs) -> Result<()> {
         )
     } else if input.extension().is_some_and(|e| e == "gguf") || input.is_file() {
         gguf_in = GgufFile::open(&input)?;
+        refuse_broken(&gguf_in, &input, a.allow_nonfinite)?;
         let plan = convert::plan_gguf(&gguf_in, preset, &overrides)?;
         let requantized = convert::requantized_count(&plan);
         if requantized > 0 {
@@ -291,6 +305,49 @@ fn convert_cmd(a: ConvertArgs) -> Result<()> {
         },
         secs
     );
+    Ok(())
+}
+
+/// Scans a GGUF input's weights; a broken file is refused (or, with `allow`, warned about) so
+/// that it does not pass through a requantization or an export unnoticed.
+fn refuse_broken(f: &GgufFile, path: &Path, allow: bool) -> Result<()> {
+    let report = qgguf::gguf::scan::scan_file(f, true);
+    if report.is_clean() {
+        return Ok(());
+    }
+    let text = report.summary(&path.display().to_string());
+    if !allow {
+        bail!("{text}\n(pass --allow-nonfinite to keep them)");
+    }
+    eprintln!("qconvert: warning: {text}\n(kept: --allow-nonfinite)");
+    Ok(())
+}
+
+/// `qconvert info FILE --check`: the scan alone.
+fn check_cmd(f: &GgufFile, path: &Path, json: bool) -> Result<()> {
+    let start = Instant::now();
+    let report = qgguf::gguf::scan::scan_file(f, true);
+    let secs = start.elapsed().as_secs_f64();
+    if json {
+        let mut v = report.to_json();
+        v["file"] = serde_json::json!(path);
+        v["seconds"] = serde_json::json!(secs);
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if report.is_clean() {
+        println!(
+            "{}: clean ({} tensors, {:.1} MiB scanned in {:.2} s)",
+            path.display(),
+            report.tensors,
+            report.bytes as f64 / (1 << 20) as f64,
+            secs
+        );
+    }
+    if !report.is_clean() {
+        if json {
+            std::process::exit(1);
+        }
+        bail!("{}", report.summary(&path.display().to_string()));
+    }
     Ok(())
 }
 

@@ -95,6 +95,10 @@ struct ModelArgs {
     /// kernels (to compare).
     #[arg(long)]
     no_pack: bool,
+    /// Load a model whose weights hold NaN, infinities or absurd norm values (refused by
+    /// default, naming the tensors), with a warning.
+    #[arg(long)]
+    allow_nonfinite: bool,
 }
 
 #[derive(Args)]
@@ -278,8 +282,12 @@ fn setup(m: &ModelArgs) -> Result<(Model, f64)> {
             graphs: !m.no_cuda_graphs,
         },
         gpu_fallback: m.gpu_fallback,
+        allow_nonfinite: m.allow_nonfinite,
     };
     let model = Model::load_with(&m.model, &opts)?;
+    for w in &model.warnings {
+        eprintln!("qrun: warning: {w}");
+    }
     if m.ngl > 0 {
         eprintln!("qrun: {}", model.placement());
         if m.cache_type == KvType::F32 {

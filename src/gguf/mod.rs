@@ -12,6 +12,7 @@
 
 pub mod manifest;
 mod parse;
+pub mod scan;
 pub mod value;
 mod write;
 

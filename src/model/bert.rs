@@ -7,6 +7,7 @@ use super::encoder::{Pooling, Wants};
 use super::weights::{Loader, Norm};
 use super::LoadOptions;
 use crate::backend::{Backend, Heads, Qkv, Rows, SeqAttn, Use, WithBackend};
+use crate::gguf::scan::ScanLog;
 use crate::gguf::GgufFile;
 use anyhow::{bail, Context, Result};
 
@@ -30,8 +31,8 @@ pub struct Bert {
 }
 
 impl Bert {
-    pub fn load(f: &GgufFile, opts: &LoadOptions) -> Result<Bert> {
-        let l = Loader::new(f);
+    pub fn load(f: &GgufFile, opts: &LoadOptions, log: &ScanLog) -> Result<Bert> {
+        let l = Loader::new(f, log);
         let a = "bert";
         let n_embd = l.hp(a, "embedding_length")?;
         let n_head = l.hp(a, "attention.head_count")?;
@@ -60,6 +61,7 @@ impl Bert {
             .unwrap_or(Pooling::Mean);
         let plan = Plan {
             f,
+            log,
             hp: &hp,
             pooling,
             n_labels: labels.len().max(1),
@@ -119,6 +121,7 @@ struct State<B: Backend> {
 
 struct Plan<'a> {
     f: &'a GgufFile,
+    log: &'a ScanLog,
     hp: &'a BertParams,
     pooling: Pooling,
     n_labels: usize,
@@ -129,7 +132,7 @@ impl WithBackend for Plan<'_> {
 
     fn with<B: Backend>(self, b: &'static B) -> Result<Box<dyn EncoderGraph>> {
         let (f, hp) = (self.f, self.hp);
-        let l = Loader::new(f);
+        let l = Loader::new(f, self.log);
         let s = b.session();
         let (e, ff) = (hp.n_embd, hp.n_ff);
         // Not with_capacity(n_layer): the count comes from the file, and each layer's

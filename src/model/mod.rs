@@ -26,6 +26,9 @@ pub struct LoadOptions {
     pub gpu: GpuOptions,
     /// Run on the CPU when no GPU can be used, with a warning, instead of failing.
     pub gpu_fallback: bool,
+    /// Load a file whose weights hold NaN, infinities or absurd norms (a warning, not an
+    /// error; see `gguf::scan`).
+    pub allow_nonfinite: bool,
 }
 
 impl Default for LoadOptions {
@@ -35,6 +38,7 @@ impl Default for LoadOptions {
             ngl: 0,
             gpu: GpuOptions::default(),
             gpu_fallback: false,
+            allow_nonfinite: false,
         }
     }
 }
@@ -48,6 +52,8 @@ pub enum Arch {
 pub struct Model {
     pub file: GgufFile,
     pub arch: Arch,
+    /// What the load let pass with a warning (weights kept by `allow_nonfinite`).
+    pub warnings: Vec<String>,
 }
 
 /// The error of a load that asked for the GPU and got none.
@@ -104,16 +110,31 @@ impl Model {
 
     pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<Model> {
         let file = GgufFile::open(path)?;
+        let mut warnings = Vec::new();
+        // Every tensor the model reads is scanned as it loads, on every path (CPU, -ngl).
+        let log = crate::gguf::scan::ScanLog::default();
         let arch = match file.architecture()? {
-            "qwen2" => Arch::Qwen2(qwen2::Qwen2::load(&file, opts)?),
-            "bert" => Arch::Bert(bert::Bert::load(&file, opts)?),
-            "modern-bert" => Arch::ModernBert(modern_bert::ModernBert::load(&file, opts)?),
+            "qwen2" => Arch::Qwen2(qwen2::Qwen2::load(&file, opts, &log)?),
+            "bert" => Arch::Bert(bert::Bert::load(&file, opts, &log)?),
+            "modern-bert" => Arch::ModernBert(modern_bert::ModernBert::load(&file, opts, &log)?),
             other => bail!(
                 "{}: architecture '{other}' is not supported (qrun runs qwen2, bert and modern-bert)",
                 path.display()
             ),
         };
-        Ok(Model { file, arch })
+        let report = log.report(&file);
+        if !report.is_clean() {
+            let text = report.summary(&path.display().to_string());
+            if !opts.allow_nonfinite {
+                bail!("{text}\n(pass --allow-nonfinite to load it anyway)");
+            }
+            warnings.push(format!("{text}\n(loaded anyway: --allow-nonfinite)"));
+        }
+        Ok(Model {
+            file,
+            arch,
+            warnings,
+        })
     }
 
     pub fn arch_name(&self) -> &'static str {

@@ -8,6 +8,7 @@ use super::encoder::{Pooling, Wants};
 use super::weights::{Loader, Norm};
 use super::LoadOptions;
 use crate::backend::{Backend, Heads, Qkv, Rows, SeqAttn, Use, WithBackend};
+use crate::gguf::scan::ScanLog;
 use crate::gguf::GgufFile;
 use anyhow::{bail, Context, Result};
 
@@ -43,8 +44,8 @@ pub struct ModernBert {
 }
 
 impl ModernBert {
-    pub fn load(f: &GgufFile, opts: &LoadOptions) -> Result<ModernBert> {
-        let l = Loader::new(f);
+    pub fn load(f: &GgufFile, opts: &LoadOptions, log: &ScanLog) -> Result<ModernBert> {
+        let l = Loader::new(f, log);
         let a = "modern-bert";
         let n_embd = l.hp(a, "embedding_length")?;
         let n_head = l.hp(a, "attention.head_count")?;
@@ -94,6 +95,7 @@ impl ModernBert {
             .unwrap_or(Pooling::Mean);
         let plan = Plan {
             f,
+            log,
             hp: &hp,
             pooling,
             n_labels: labels.len().max(1),
@@ -154,6 +156,7 @@ struct State<B: Backend> {
 
 struct Plan<'a> {
     f: &'a GgufFile,
+    log: &'a ScanLog,
     hp: &'a ModernBertParams,
     pooling: Pooling,
     n_labels: usize,
@@ -164,7 +167,7 @@ impl WithBackend for Plan<'_> {
 
     fn with<B: Backend>(self, b: &'static B) -> Result<Box<dyn EncoderGraph>> {
         let (f, hp) = (self.f, self.hp);
-        let l = Loader::new(f);
+        let l = Loader::new(f, self.log);
         let s = b.session();
         let (e, ff) = (hp.n_embd, hp.n_ff);
         // Not with_capacity(n_layer): the count comes from the file, and each layer's

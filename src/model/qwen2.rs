@@ -13,6 +13,7 @@ use super::LoadOptions;
 use crate::backend::{
     self, AttnIn, Backend, FfnIn, Heads, KvType, Rows, SampleSpec, Span, Use, WithBackend,
 };
+use crate::gguf::scan::ScanLog;
 use crate::gguf::GgufFile;
 use crate::sampling::Sampler;
 use anyhow::{bail, Context, Result};
@@ -84,8 +85,8 @@ impl DecoderState {
 }
 
 impl Qwen2 {
-    pub fn load(f: &GgufFile, opts: &LoadOptions) -> Result<Qwen2> {
-        let l = Loader::new(f);
+    pub fn load(f: &GgufFile, opts: &LoadOptions, log: &ScanLog) -> Result<Qwen2> {
+        let l = Loader::new(f, log);
         let a = "qwen2";
         let n_embd = l.hp(a, "embedding_length")?;
         let n_head = l.hp(a, "attention.head_count")?;
@@ -123,6 +124,7 @@ impl Qwen2 {
         let first_gpu = n - on_gpu;
         let plan = |layers: Range<usize>, head: bool| StackPlan {
             f,
+            log,
             hp: &hp,
             labels: labels.len(),
             layers,
@@ -383,6 +385,7 @@ struct Bufs<B: Backend> {
 /// What a stack is built from.
 struct StackPlan<'a> {
     f: &'a GgufFile,
+    log: &'a ScanLog,
     hp: &'a Qwen2Params,
     labels: usize,
     layers: Range<usize>,
@@ -394,7 +397,7 @@ impl WithBackend for StackPlan<'_> {
 
     fn with<B: Backend>(self, b: &'static B) -> Result<Box<dyn DecoderStack>> {
         let (f, hp) = (self.f, self.hp);
-        let l = Loader::new(f);
+        let l = Loader::new(f, self.log);
         let s = b.session();
         let (e, kv, ff) = (hp.n_embd, hp.n_head_kv * hp.head_dim, hp.n_ff);
         let tied = !l.has("output.weight");

@@ -1,8 +1,10 @@
 //! Loading weights by name from a GGUF file, with the checks that turn a wrong or partial file
 //! into an error naming the tensor: presence, shape, and a type qgguf can compute with. The
-//! checked tensors go to whichever backend runs them.
+//! checked tensors go to whichever backend runs them, and every one is scanned for non-finite
+//! or absurd values (`gguf::scan`) on the way.
 
 use crate::backend::{Backend, TensorRef, Use};
+use crate::gguf::scan::ScanLog;
 use crate::gguf::{GgufFile, TensorInfo};
 use anyhow::{bail, Context, Result};
 use quant_types::{dynamic, GgmlType};
@@ -29,11 +31,22 @@ pub const MAX_HP: usize = 1 << 31;
 
 pub struct Loader<'a> {
     pub f: &'a GgufFile,
+    /// Where every tensor read is scanned for non-finite or absurd values.
+    log: &'a ScanLog,
 }
 
 impl<'a> Loader<'a> {
-    pub fn new(f: &'a GgufFile) -> Loader<'a> {
-        Loader { f }
+    pub fn new(f: &'a GgufFile, log: &'a ScanLog) -> Loader<'a> {
+        Loader { f, log }
+    }
+
+    /// Records the scan of a matrix the backend has taken, or, when the backend did not read
+    /// its values (weights used in place, uploaded), leaves it to the log's final pass.
+    fn scanned<B: Backend>(&self, b: &B, t: TensorRef, l: &B::Linear) {
+        match b.weight_scan(l) {
+            Some(s) => self.log.record(t.info, t.ty, s),
+            None => self.log.defer(t.info, t.ty),
+        }
     }
 
     fn info(&self, name: &str) -> Result<&'a TensorInfo> {
@@ -93,8 +106,17 @@ impl<'a> Loader<'a> {
             );
         }
         let mut out = vec![0.0; len];
-        dynamic::dequantize(self.ty(info)?, self.f.tensor_data(info), &mut out)
+        let ty = self.ty(info)?;
+        dynamic::dequantize(ty, self.f.tensor_data(info), &mut out)
             .with_context(|| format!("tensor '{name}'"))?;
+        // Float vectors are scanned as the f32 values they became (NaN and Inf survive the
+        // widening); quantized ones on their stored scales.
+        let s = if ty.block_elems() == 1 {
+            quant_types::scan::scan(GgmlType::F32, bytemuck::cast_slice(&out))
+        } else {
+            quant_types::scan::scan(ty, self.f.tensor_data(info))
+        };
+        self.log.record(info, ty, s);
         Ok(out)
     }
 
@@ -117,8 +139,11 @@ impl<'a> Loader<'a> {
         usage: Use,
     ) -> Result<B::Linear> {
         let t = self.tensor(name, cols, rows)?;
-        b.linear(s, self.f, t, None, usage)
-            .with_context(|| format!("tensor '{name}'"))
+        let l = b
+            .linear(s, self.f, t, None, usage)
+            .with_context(|| format!("tensor '{name}'"))?;
+        self.scanned(b, t, &l);
+        Ok(l)
     }
 
     /// `{stem}.weight` as rows x cols and `{stem}.bias` if present, on backend `b`.
@@ -133,8 +158,11 @@ impl<'a> Loader<'a> {
         let name = format!("{stem}.weight");
         let t = self.tensor(&name, cols, rows)?;
         let bias = self.opt_vec(&format!("{stem}.bias"), rows)?;
-        b.linear(s, self.f, t, bias, Use::Product)
-            .with_context(|| format!("tensor '{name}'"))
+        let l = b
+            .linear(s, self.f, t, bias, Use::Product)
+            .with_context(|| format!("tensor '{name}'"))?;
+        self.scanned(b, t, &l);
+        Ok(l)
     }
 
     /// `{stem}.weight` if the file has it.

@@ -122,6 +122,7 @@ impl Backend for Cpu {
             cols: w.cols,
             packed: None,
             lookup_only: matches!(usage, Use::Lookup | Use::LookupOnHost),
+            scan: None,
         };
         if pack {
             m.pack(f, s);
@@ -135,6 +136,10 @@ impl Backend for Cpu {
 
     fn rows(&self, l: &Linear) -> usize {
         l.rows()
+    }
+
+    fn weight_scan(&self, l: &Linear) -> Option<quant_types::scan::Scan> {
+        l.w.scan
     }
 
     fn device_bytes(&self, _: &Linear) -> usize {

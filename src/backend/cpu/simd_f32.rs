@@ -594,15 +594,9 @@ pub fn weighted_sum<E: CacheValue>(
 
 /// The attention kernels' CPU: every x86-64 CPU with AVX2 and FMA also has F16C, which the
 /// f16 cache's loads need.
+#[cfg(target_arch = "x86_64")]
 fn has_avx2_fma_f16c() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        has_avx2_fma() && is_x86_feature_detected!("f16c")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    has_avx2_fma() && is_x86_feature_detected!("f16c")
 }
 
 /// SwiGLU in place: `gate[i] = silu(gate[i]) * up[i]`. Decoding runs it on the calling thread

@@ -20,9 +20,12 @@ pub struct Mat {
     pub rows: usize,
     pub cols: usize,
     pub packed: Option<Arc<PackedMatrix>>,
-    /// Only ever read by rows ([`Loader::lookup_table`]): its pages of the file's map are
-    /// handed back after each lookup. False for a table that is also an output head.
+    /// Only ever read by rows: its pages of the file's map are handed back after each lookup.
+    /// False for a table that is also an output head.
     pub lookup_only: bool,
+    /// What packing found in the weights' values (NaN, infinities, block scales), scanned as
+    /// each slice was packed; None when the weights were not packed.
+    pub scan: Option<quant_types::scan::Scan>,
 }
 
 impl Mat {
@@ -107,14 +110,26 @@ impl Mat {
             .chunks_mut(units_per_slice * dst_unit)
             .zip(src.chunks(units_per_slice * src_unit));
         let mut done = 0;
+        let mut found = quant_types::scan::Scan::default();
         for (dst, src) in slices {
-            dst.par_chunks_exact_mut(dst_unit)
+            // Each unit is scanned while packing has it in cache.
+            let s = dst
+                .par_chunks_exact_mut(dst_unit)
                 .zip(src.par_chunks(src_unit))
-                .for_each(|(dst, src)| packed::pack_unit(ty, cols, layout, src, dst));
+                .map(|(dst, src)| {
+                    packed::pack_unit(ty, cols, layout, src, dst);
+                    quant_types::scan::scan(ty, src)
+                })
+                .reduce(quant_types::scan::Scan::default, |mut a, b| {
+                    a.merge(&b);
+                    a
+                });
+            found.merge(&s);
             f.release_part(&self.info, done, done + src.len());
             done += src.len();
         }
         f.release(&self.info);
+        self.scan = Some(found);
         self.packed = Some(Arc::new(m));
     }
 }

@@ -90,6 +90,7 @@ impl GpuLinear {
                 cols: t.cols,
                 packed: None,
                 lookup_only: true,
+                scan: None,
             })
         } else {
             Weights::Device(GpuMat::upload(
