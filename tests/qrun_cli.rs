@@ -83,6 +83,32 @@ fn the_tiny_model_generates() {
 }
 
 #[test]
+fn the_decode_team_can_be_turned_off_and_changes_no_token() {
+    // `--no-team` sends decoding's products through rayon: a different schedule over the same
+    // rows, so the same greedy tokens.
+    let Some(m) = tiny_qwen2() else { return };
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "-m",
+            s(m),
+            "-p",
+            "Hello",
+            "-n",
+            "12",
+            "--temp",
+            "0",
+            "-t",
+            "2",
+        ];
+        args.extend_from_slice(extra);
+        let o = qrun(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert_eq!(run(&[]), run(&["--no-team"]));
+}
+
+#[test]
 fn prompt_longer_than_the_context() {
     let Some(m) = tiny_qwen2() else { return };
     let long = "word ".repeat(40);

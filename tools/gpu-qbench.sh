@@ -26,7 +26,7 @@ M=$FT/models
 mkdir -p "$M"
 ln -sfn "$FT/qwen-hf" "$M/qwen2.5-coder-0.5b"
 ln -sfn "$FT/work/minilm" "$M/minilm-l6"
-export QGGUF_MODELS=$M QGGUF_DATA=$FT/work QGGUF_CACHE=/tmp/qbench-cache QGGUF_BIN=$D
+export QGGUF_MODELS=$M QGGUF_DATA=$FT/work QGGUF_CACHE=/tmp/qbench-cache
 cp "$D/moby.txt" "$FT/work/moby.txt"
 echo "== collect (merge the LoRA into the F16 base; MiniLM heads)"
 dirs=("$FT/out-main")

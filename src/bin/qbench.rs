@@ -73,6 +73,10 @@ struct Args {
     /// Measure again, ignoring cached rows.
     #[arg(long)]
     fresh: bool,
+    /// The folder of the qconvert and qrun binaries to drive (default: qbench's own folder),
+    /// e.g. copies that a rebuild mid-run cannot replace.
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
     /// Extra rows to include (JSONL: tools/gpu_hf_speed.py output, or qbench rows); repeatable.
     #[arg(long)]
     peer_rows: Vec<PathBuf>,
@@ -201,7 +205,7 @@ fn run(a: Args) -> Result<()> {
     for p in &a.peer_rows {
         imported.extend(peers::import_rows(p)?);
     }
-    let bins = Bins::locate()?;
+    let bins = Bins::locate(a.bin_dir.as_deref())?;
     let outcome = runner::run(&bins, &opts)?;
     let mut rows = outcome.rows;
     rows.extend(imported);

@@ -99,6 +99,10 @@ struct ModelArgs {
     /// default, naming the tensors), with a warning.
     #[arg(long)]
     allow_nonfinite: bool,
+    /// Run decoding's products through rayon instead of the decode team of spinning helper
+    /// threads (to compare).
+    #[arg(long)]
+    no_team: bool,
 }
 
 #[derive(Args)]
@@ -275,6 +279,9 @@ fn in_thread_pool(cmd: Command) -> Result<()> {
 
 fn setup(m: &ModelArgs) -> Result<(Model, f64)> {
     let t = Instant::now();
+    if m.no_team {
+        qgguf::backend::cpu::team::disable();
+    }
     let opts = LoadOptions {
         pack: !m.no_pack,
         ngl: m.ngl,

@@ -252,13 +252,21 @@ fn park(s: &Shared, seen: u64) {
     s.sleepers.fetch_sub(1, SeqCst);
 }
 
+/// Set by [`disable`].
+static DISABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns the decode team off for this process: every product then goes through rayon (for
+/// A/B runs; `qrun --no-team`). Takes effect if called before the team's first use.
+pub fn disable() {
+    DISABLED.store(true, SeqCst);
+}
+
 /// The process's team for decoding: one helper per rayon thread beyond the caller, created on
-/// first use from the rayon pool it is first called in. `QGGUF_TEAM=0` turns it off (every
-/// product then goes through rayon, for A/B runs).
+/// first use from the rayon pool it is first called in; none after [`disable`].
 pub fn global() -> Option<&'static Team> {
     static TEAM: OnceLock<Option<Team>> = OnceLock::new();
     TEAM.get_or_init(|| {
-        if std::env::var("QGGUF_TEAM").as_deref() == Ok("0") {
+        if DISABLED.load(SeqCst) {
             return None;
         }
         let helpers = rayon::current_num_threads().saturating_sub(1);

@@ -23,10 +23,10 @@ pub struct Bins {
 }
 
 impl Bins {
-    /// `QGGUF_BIN` (a folder) or the folder of the running qbench.
-    pub fn locate() -> Result<Bins> {
-        let dir = match std::env::var_os("QGGUF_BIN") {
-            Some(d) => PathBuf::from(d),
+    /// The binaries in `dir`, or by default in the folder of the running qbench.
+    pub fn locate(dir: Option<&Path>) -> Result<Bins> {
+        let dir = match dir {
+            Some(d) => d.to_path_buf(),
             None => std::env::current_exe()
                 .context("locating qbench's own folder")?
                 .parent()
@@ -40,7 +40,7 @@ impl Bins {
         for b in [&bins.qconvert, &bins.qrun] {
             if !b.is_file() {
                 bail!(
-                    "{} not found: qbench runs qconvert and qrun from its own folder (build them with `cargo build --release`, or set QGGUF_BIN to their folder)",
+                    "{} not found: qbench runs qconvert and qrun from its own folder (build them with `cargo build --release`, or pass --bin-dir with their folder)",
                     b.display()
                 );
             }
